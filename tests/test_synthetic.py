@@ -1,0 +1,162 @@
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from vidjax.data import synthetic
+
+NUM_VIDEOS = 24
+NUM_FRAMES = 48
+
+
+@pytest.fixture(scope='module')
+def world():
+  return synthetic.SyntheticWorld(seed=0, split='train', num_videos=NUM_VIDEOS,
+                                  num_frames=NUM_FRAMES)
+
+
+@pytest.fixture(scope='module')
+def all_boxes(world):
+  """{(video, t): rows} for every frame of the world."""
+  return {(video, t): world.boxes(video, t)
+          for video in range(NUM_VIDEOS) for t in range(NUM_FRAMES)}
+
+
+def _mean_abs_difference(a, b):
+  return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()
+
+
+def test_categories_are_ten_distinct_texture_shape_pairs():
+  assert len(synthetic.CATEGORIES) == 10
+  assert len(set(synthetic.CATEGORIES)) == 10
+  assert all(len(name.split()) == 2 for name in synthetic.CATEGORIES)
+
+
+def test_interface(world):
+  assert len(world) == NUM_VIDEOS
+  assert world.num_frames(3) == NUM_FRAMES
+  assert world.fps == 10.0
+  assert world.video_name(12) == 'synthetic/train/00012'
+  frame = world.frame(3, 5)
+  assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.flags.c_contiguous
+  small = synthetic.SyntheticWorld(frame_size=64)
+  assert small.frame(0, 0).shape == (64, 64, 3)
+  rows = small.boxes(0, 0)
+  assert rows.dtype == synthetic.BOX_DTYPE
+  assert np.all(rows['x1'] <= 64) and np.all(rows['y1'] <= 64)
+
+
+def test_frames_are_a_pure_function_of_seed_split_video_and_t(world):
+  expected = world.frame(5, 17)
+  synthetic._video_plan.cache_clear()
+  again = synthetic.SyntheticWorld(seed=0, split='train', num_videos=NUM_VIDEOS).frame(5, 17)
+  np.testing.assert_array_equal(again, expected)
+  assert _mean_abs_difference(synthetic.SyntheticWorld(seed=1).frame(5, 17), expected) > 20
+
+
+def test_splits_hold_different_videos():
+  frames = [synthetic.SyntheticWorld(split=split).frame(0, 0) for split in synthetic.SPLITS]
+  for i in range(len(frames)):
+    for j in range(i + 1, len(frames)):
+      assert _mean_abs_difference(frames[i], frames[j]) > 20
+
+
+def test_adjacent_frames_are_much_closer_than_other_videos(world):
+  adjacent = np.mean([_mean_abs_difference(world.frame(v, 10), world.frame(v, 11))
+                      for v in range(8)])
+  across = np.mean([_mean_abs_difference(world.frame(v, 10), world.frame(v + 1, 10))
+                    for v in range(8)])
+  assert adjacent < 0.3 * across
+
+
+def test_boxes_are_valid_and_cover_every_category(all_boxes):
+  rows = np.concatenate(list(all_boxes.values()))
+  assert rows.dtype == synthetic.BOX_DTYPE
+  assert np.all((rows['x0'] >= 0) & (rows['y0'] >= 0) & (rows['x1'] <= 96) & (rows['y1'] <= 96))
+  assert np.all((rows['x1'] > rows['x0']) & (rows['y1'] > rows['y0']))
+  assert np.all((rows['visible_fraction'] >= 0) & (rows['visible_fraction'] <= 1))
+  assert set(rows['category'].tolist()) == set(range(len(synthetic.CATEGORIES)))
+
+
+def test_objects_move_cross_the_border_and_get_occluded(all_boxes):
+  moved, touching_border, entering_or_leaving, occluded_inside = 0, 0, 0, 0
+  for video in range(NUM_VIDEOS):
+    tracks = {}
+    for t in range(NUM_FRAMES):
+      for row in all_boxes[video, t]:
+        tracks.setdefault(row['instance'], []).append(row)
+    for track in tracks.values():
+      track = np.array(track)
+      centres = np.stack([track['x0'] + track['x1'], track['y0'] + track['y1']], axis=1) / 2
+      moved += np.ptp(centres, axis=0).max() > 5
+      at_border = ((track['x0'] == 0) | (track['y0'] == 0)
+                   | (track['x1'] == 96) | (track['y1'] == 96))
+      touching_border += at_border.any()
+      entering_or_leaving += len(track) < NUM_FRAMES
+      occluded_inside += np.any(~at_border & (track['visible_fraction'] < 0.9))
+  assert moved >= 20
+  assert touching_border >= 10
+  assert entering_or_leaving >= 5
+  assert occluded_inside >= 5
+
+
+def test_pickle_round_trip_renders_identical_frames(world):
+  clone = pickle.loads(pickle.dumps(world))
+  np.testing.assert_array_equal(clone.frame(2, 7), world.frame(2, 7))
+  np.testing.assert_array_equal(clone.boxes(2, 7), world.boxes(2, 7))
+
+
+def test_concurrent_reads_match_serial_reads(world):
+  keys = [(video, t) for video in range(4) for t in (0, 9, 30)]
+  synthetic._video_plan.cache_clear()
+  with ThreadPoolExecutor(4) as pool:
+    parallel = list(pool.map(lambda key: world.frame(*key), keys))
+  for key, frame in zip(keys, parallel):
+    np.testing.assert_array_equal(frame, world.frame(*key))
+
+
+@pytest.mark.parametrize('call', [
+    lambda w: synthetic.SyntheticWorld(split='validation'),
+    lambda w: synthetic.SyntheticWorld(num_videos=0),
+    lambda w: w.frame(-1, 0),
+    lambda w: w.frame(NUM_VIDEOS, 0),
+    lambda w: w.frame(0, NUM_FRAMES),
+    lambda w: w.boxes(0, -1),
+    lambda w: w.num_frames(NUM_VIDEOS),
+    lambda w: w.video_name(-1),
+    lambda w: synthetic.labelled_crops(split='train2'),
+    lambda w: synthetic.labelled_crops(per_class=50, num_videos=3),
+])
+def test_bad_arguments_raise_value_error(world, call):
+  with pytest.raises(ValueError):
+    call(world)
+
+
+def test_labelled_crops_are_balanced_distinct_and_deterministic():
+  images, labels = synthetic.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
+  assert images.shape == (40, 24, 24, 3) and images.dtype == np.uint8
+  assert labels.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(labels), np.full(len(synthetic.CATEGORIES), 4))
+  assert len(np.unique(images.reshape(len(images), -1), axis=0)) == len(images)
+  again, again_labels = synthetic.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
+  np.testing.assert_array_equal(again, images)
+  np.testing.assert_array_equal(again_labels, labels)
+
+
+def _colour_histograms(images):
+  """Joint 4x4x4 RGB histogram per image."""
+  bins = images // 64
+  codes = (bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]).reshape(len(images), -1)
+  return np.stack([np.bincount(code, minlength=64) for code in codes])
+
+
+def test_raw_pixels_stay_far_below_half_and_colour_alone_is_chance():
+  support, support_labels = synthetic.labelled_crops(split='support', per_class=20)
+  query, query_labels = synthetic.labelled_crops(split='query', per_class=30)
+  pixels = synthetic.few_shot_nn_accuracy(support, support_labels, query, query_labels, shots=5)
+  assert pixels.shape == (10,)
+  assert pixels.mean() < 0.5
+  colours = synthetic.few_shot_nn_accuracy(_colour_histograms(support), support_labels,
+                                           _colour_histograms(query), query_labels, shots=5)
+  assert colours.mean() < 0.2
