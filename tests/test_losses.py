@@ -1,0 +1,108 @@
+"""Each loss against a direct numpy computation on tiny inputs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidjax import losses
+
+
+def _normalize(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _cos(a, b):
+  return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_simsiam_two_views_matches_paper_formula():
+  rng = np.random.default_rng(0)
+  p, z = rng.normal(size=(2, 5, 2, 8))
+  expected = np.mean([-0.5 * _cos(p[b, 0], z[b, 1]) - 0.5 * _cos(p[b, 1], z[b, 0])
+                      for b in range(5)])
+  np.testing.assert_allclose(losses.simsiam_loss(p, z), expected, rtol=1e-5)
+
+
+def test_simsiam_k_views_averages_ordered_pairs():
+  rng = np.random.default_rng(1)
+  p, z = rng.normal(size=(2, 3, 4, 6))
+  expected = np.mean([np.mean([-_cos(p[b, i], z[b, j]) for i in range(4) for j in range(4)
+                               if i != j]) for b in range(3)])
+  np.testing.assert_allclose(losses.simsiam_loss(p, z), expected, rtol=1e-5)
+
+
+def test_simsiam_stops_gradient_through_targets():
+  rng = np.random.default_rng(2)
+  p, z = (jnp.asarray(a) for a in rng.normal(size=(2, 3, 2, 4)))
+  grad_z = jax.grad(lambda z: losses.simsiam_loss(p, z))(z)
+  np.testing.assert_array_equal(grad_z, 0.0)
+
+
+def _info_nce_numpy(z, video_id, temperature):
+  batch, views, dim = z.shape
+  flat = _normalize(z.reshape(batch * views, dim))
+  ids = np.repeat(video_id, views)
+  total = []
+  for i in range(len(flat)):
+    others = [j for j in range(len(flat)) if j != i]
+    logits = np.array([flat[i] @ flat[j] / temperature for j in others])
+    log_denominator = np.log(np.sum(np.exp(logits)))
+    positives = [n for n, j in enumerate(others) if ids[j] == ids[i]]
+    total.append(-np.mean([logits[n] - log_denominator for n in positives]))
+  return np.mean(total)
+
+
+@pytest.mark.parametrize('video_id, views', [
+    ([0, 1, 2, 3], 2),  # Distinct videos: SimCLR's NT-Xent.
+    ([5, 5, 7, 8], 2),  # Two samples of one video: all four of its views are positives.
+    ([1, 1, 1, 2], 3),  # K = 3 views and a repeated video.
+])
+def test_info_nce_matches_numpy_with_video_mask(video_id, views):
+  rng = np.random.default_rng(3)
+  z = rng.normal(size=(len(video_id), views, 6))
+  video_id = np.array(video_id)
+  np.testing.assert_allclose(losses.info_nce_loss(z, video_id, 0.2),
+                             _info_nce_numpy(z, video_id, 0.2), rtol=1e-5)
+
+
+def test_info_nce_same_video_is_never_a_negative():
+  # Two samples of one video: moving one closer to the other must not raise the loss
+  # (it would if they were treated as negatives).
+  rng = np.random.default_rng(4)
+  z = rng.normal(size=(4, 2, 6))
+  video_id = np.array([0, 0, 1, 2])
+  closer = z.copy()
+  closer[1] = 0.5 * z[1] + 0.5 * z[0]
+  assert losses.info_nce_loss(closer, video_id, 0.1) < losses.info_nce_loss(z, video_id, 0.1)
+
+
+def _barlow_numpy(z1, z2, lam, eps=1e-5):
+  n = len(z1)
+  a = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + eps)
+  b = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + eps)
+  c = a.T @ b / n
+  on = np.sum((1 - np.diag(c))**2)
+  off = np.sum(c**2) - np.sum(np.diag(c)**2)
+  return on + lam * off
+
+
+def test_barlow_twins_matches_numpy():
+  rng = np.random.default_rng(5)
+  z = rng.normal(size=(16, 2, 5))
+  np.testing.assert_allclose(losses.barlow_twins_loss(z, 0.01),
+                             _barlow_numpy(z[:, 0], z[:, 1], 0.01), rtol=1e-4)
+
+
+def test_barlow_twins_k_views_averages_pairs():
+  rng = np.random.default_rng(6)
+  z = rng.normal(size=(12, 3, 4))
+  expected = np.mean([_barlow_numpy(z[:, i], z[:, j], 0.05) for i, j in [(0, 1), (0, 2), (1, 2)]])
+  np.testing.assert_allclose(losses.barlow_twins_loss(z, 0.05), expected, rtol=1e-4)
+
+
+def test_barlow_twins_is_zero_for_identical_decorrelated_views():
+  rng = np.random.default_rng(7)
+  q, _ = np.linalg.qr(rng.normal(size=(64, 4)))  # Orthonormal, zero-mean-ish columns.
+  q = q - q.mean(0)
+  z = np.stack([q, q], axis=1)
+  assert float(losses.barlow_twins_loss(z, 0.005)) < 0.05

@@ -1,0 +1,52 @@
+"""Projector / predictor MLPs and the encoder+heads model the trainer optimises."""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# ImageNet channel statistics: the usual input normalisation, also right for natural video.
+_MEAN = jnp.array([0.485, 0.456, 0.406])
+_STD = jnp.array([0.229, 0.224, 0.225])
+
+
+class MLP(nn.Module):
+  """`num_layers` dense layers; BN+ReLU after every hidden one.
+
+  `output_norm` ends with a BatchNorm without affine parameters, as SimSiam's projector does.
+  """
+  hidden_dim: int
+  output_dim: int
+  num_layers: int = 2
+  output_norm: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for _ in range(self.num_layers - 1):
+      x = nn.Dense(self.hidden_dim, use_bias=False)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+      x = nn.relu(x)
+    x = nn.Dense(self.output_dim, use_bias=not self.output_norm)(x)
+    if self.output_norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       use_bias=False, use_scale=False)(x)
+    return x
+
+
+class SSLModel(nn.Module):
+  """Images in [0, 1] -> {'feature': encoder output, 'z': projection, 'p': prediction}.
+
+  'feature' is what evaluation and retrieval use; 'z'/'p' exist only for the training loss.
+  """
+  encoder: nn.Module
+  projector: nn.Module
+  predictor: Optional[nn.Module] = None
+
+  def embed(self, images):
+    return self.encoder((images - _MEAN) / _STD, train=False)
+
+  def __call__(self, images, train: bool):
+    feature = self.encoder((images - _MEAN) / _STD, train=train)
+    outputs = {'feature': feature, 'z': self.projector(feature, train=train)}
+    if self.predictor is not None:
+      outputs['p'] = self.predictor(outputs['z'], train=train)
+    return outputs

@@ -1,0 +1,84 @@
+"""ResNet encoders in Flax Linen, after flax/examples/imagenet/models.py.
+
+`cifar_stem` swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the usual
+choice for images of 32-96 px; `width` multiplies every stage's channel count.
+"""
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class BasicBlock(nn.Module):
+  filters: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(x)))
+    # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
+    y = norm(scale_init=nn.initializers.zeros)(conv(self.filters, (3, 3))(y))
+    if x.shape != y.shape:
+      x = norm()(conv(self.filters, (1, 1), self.strides, name='proj_conv')(x))
+    return nn.relu(x + y)
+
+
+class BottleneckBlock(nn.Module):
+  filters: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
+    y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
+    y = norm(scale_init=nn.initializers.zeros)(conv(self.filters * 4, (1, 1))(y))
+    if x.shape != y.shape:
+      x = norm()(conv(self.filters * 4, (1, 1), self.strides, name='proj_conv')(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """Images [N, H, W, C] (already normalised) -> pooled features [N, C_out]."""
+  stage_sizes: Sequence[int]
+  bottleneck: bool = False
+  width: float = 1.0
+  cifar_stem: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    base = max(8, int(64 * self.width))
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    if self.cifar_stem:
+      x = nn.Conv(base, (3, 3), use_bias=False, name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+    else:
+      x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
+                  name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
+    block = BottleneckBlock if self.bottleneck else BasicBlock
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for b in range(num_blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = block(base * 2**stage, strides)(x, train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+# name -> (stage sizes, bottleneck). `resnet10` is the small, fast default for CPU runs.
+ARCHITECTURES = {
+    'resnet10': ((1, 1, 1, 1), False),
+    'resnet18': ((2, 2, 2, 2), False),
+    'resnet34': ((3, 4, 6, 3), False),
+    'resnet50': ((3, 4, 6, 3), True),
+}
+
+
+def downsampling(name: str, cifar_stem: bool) -> int:
+  """How many times smaller the last feature map is than the input."""
+  stage_sizes, _ = ARCHITECTURES[name]
+  return 2**(len(stage_sizes) - 1) * (1 if cifar_stem else 4)

@@ -1,0 +1,55 @@
+"""Optimiser and learning-rate schedule from `config.optim` (all optax)."""
+import math
+
+import jax
+import optax
+
+OPTIMIZERS = ('sgd', 'lars', 'adamw')
+LR_SCALINGS = ('linear', 'sqrt', 'none')
+# The reference batch size of the linear scaling rule lr = base_lr * batch / 256.
+_REFERENCE_BATCH = 256
+
+
+def peak_learning_rate(optim_config, batch_size: int) -> float:
+  """base_lr scaled by batch size the way each method's paper does it."""
+  scaling = optim_config.lr_scaling
+  if scaling == 'linear':  # SimSiam, Barlow Twins, SimCLR with large batches.
+    return optim_config.base_lr * batch_size / _REFERENCE_BATCH
+  if scaling == 'sqrt':  # SimCLR's choice for small batches: 0.075 * sqrt(B).
+    return optim_config.base_lr * math.sqrt(batch_size)
+  if scaling == 'none':
+    return optim_config.base_lr
+  raise ValueError(f"config.optim.lr_scaling: expected linear, sqrt or none, got {scaling!r}")
+
+
+def learning_rate_schedule(optim_config, batch_size: int, total_steps: int):
+  """Linear warmup from 0, then cosine decay to 0 at `total_steps`."""
+  peak = peak_learning_rate(optim_config, batch_size)
+  warmup = min(optim_config.warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=0.0)
+
+
+def decay_mask(params):
+  """Weight decay (and LARS trust ratios) only on kernels; never on biases or BN scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(optim_config, batch_size: int, total_steps: int):
+  """(optax transformation, schedule) for `optim_config.name` in {sgd, lars, adamw}."""
+  schedule = learning_rate_schedule(optim_config, batch_size, total_steps)
+  name = optim_config.name
+  if name == 'sgd':
+    tx = optax.chain(
+        optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=optim_config.momentum))
+  elif name == 'lars':
+    tx = optax.lars(schedule, weight_decay=optim_config.weight_decay,
+                    weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
+                    momentum=optim_config.momentum)
+  elif name == 'adamw':
+    tx = optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
+  else:
+    raise ValueError(f"config.optim.name: expected sgd, lars or adamw, got {name!r}")
+  return tx, schedule
