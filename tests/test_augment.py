@@ -1,0 +1,64 @@
+"""Crops and photometric augmentation."""
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vidjax.data import augment
+
+CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2,
+                                      scale=(0.2, 0.6), ratio=(0.75, 1.333), flip=True))
+PHOTOMETRIC = ml_collections.ConfigDict(dict(
+    on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+    grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2))
+
+
+def test_anchored_crops_share_a_point_and_stay_inside():
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    boxes = augment.crop_boxes(rng, (90, 160), 3, CROP)
+    assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2] <= 160) and np.all(boxes[:, 3] <= 90)
+    sides = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    assert np.all(sides >= 0.2 * 90 * 0.99) and np.all(sides <= 0.6 * 90 * 1.01)
+    # The intersection of all crops is non-empty: they surround one common point.
+    assert boxes[:, 0].max() < boxes[:, 2].min() and boxes[:, 1].max() < boxes[:, 3].min()
+
+
+def test_crop_views_shape_and_content():
+  rng = np.random.default_rng(1)
+  frame = np.zeros((60, 80, 3), np.uint8)
+  frame[:, 40:] = 255
+  views = augment.crop_views(rng, [frame, frame], CROP, image_size=24)
+  assert views.shape == (2, 24, 24, 3) and views.dtype == np.uint8
+
+
+def test_photometric_numpy_and_jax_agree():
+  rng = np.random.default_rng(2)
+  images = rng.random((16, 20, 20, 3), dtype=np.float32)
+  draws = rng.random((16, augment.NUM_DRAWS), dtype=np.float32)
+  on_host = augment.photometric(images, draws, PHOTOMETRIC, np)
+  on_device = augment.photometric(jnp.asarray(images), jnp.asarray(draws), PHOTOMETRIC, jnp)
+  np.testing.assert_allclose(on_host, np.asarray(on_device), atol=1e-5)
+  assert on_host.min() >= 0 and on_host.max() <= 1
+
+
+def test_photometric_with_everything_off_is_identity():
+  off = ml_collections.ConfigDict(dict(PHOTOMETRIC))
+  off.update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+  rng = np.random.default_rng(3)
+  images = rng.random((4, 8, 8, 3), dtype=np.float32)
+  draws = rng.random((4, augment.NUM_DRAWS), dtype=np.float32)
+  np.testing.assert_allclose(augment.photometric(images, draws, off), images, atol=1e-5)
+
+
+def test_grayscale_and_hue_rotation():
+  images = np.tile(np.array([0.9, 0.2, 0.1], np.float32), (2, 4, 4, 1))
+  draws = np.full((2, augment.NUM_DRAWS), 0.99, np.float32)
+  gray = ml_collections.ConfigDict(dict(PHOTOMETRIC))
+  gray.update(jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0, solarize_prob=0.0)
+  out = augment.photometric(images, draws, gray)
+  np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)
+  hue = ml_collections.ConfigDict(dict(gray))
+  hue.update(jitter_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.5,
+             grayscale_prob=0.0)
+  shifted = augment.photometric(images, draws, hue)  # ~180 degrees: red becomes cyan-ish.
+  assert shifted[0, 0, 0, 0] < shifted[0, 0, 0, 2]

@@ -1,0 +1,135 @@
+"""Crops (host) and photometric augmentation (host or accelerator, one implementation).
+
+Crops: 'anchored' picks one random point (x, y) and cuts, in each of the K frames, a crop of
+its own random size and aspect around that same point (a self-annotated "object" seen at two
+moments and two scales); 'rrc' cuts independent random-resized crops. Both resize to the
+training image size.
+
+Photometric ops are written once against an array namespace `xp` (numpy or jax.numpy) and
+driven by uniform random numbers `u` [N, NUM_DRAWS]: the host draws them from each sample's
+numpy generator, the train step from its jax.random key.
+"""
+import math
+
+import numpy as np
+from PIL import Image
+
+from vidjax.data import motion
+
+# u[:, i] drives: jitter on/off, brightness, contrast, saturation, hue, grayscale on/off,
+# blur on/off, blur sigma, solarise on/off.
+NUM_DRAWS = 9
+_LUMA = (0.299, 0.587, 0.114)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
+
+
+def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, anchor=None):
+  """[K, 4] float boxes (x0, y0, x1, y1) inside a frame of size `frame_hw`.
+
+  'anchored' crops all surround `anchor` (x, y) (uniformly random if None); 'rrc' crops
+  have independent random centres.
+  """
+  height, width = frame_hw
+  shorter = min(height, width)
+  if crop_config.mode == 'anchored' and anchor is not None:
+    centres = np.broadcast_to(np.asarray(anchor, np.float64), (num_views, 2))
+  else:
+    centres = rng.uniform((0, 0), (width, height), size=(
+        1 if crop_config.mode == 'anchored' else num_views, 2))
+    centres = np.broadcast_to(centres, (num_views, 2))
+  side = rng.uniform(*crop_config.scale, size=num_views) * shorter
+  log_ratio = rng.uniform(math.log(crop_config.ratio[0]), math.log(crop_config.ratio[1]),
+                          size=num_views)
+  crop_w = np.minimum(side * np.exp(log_ratio / 2), width)
+  crop_h = np.minimum(side * np.exp(-log_ratio / 2), height)
+  # Keep the crop inside the frame by sliding it, so the anchor stays inside it.
+  x0 = np.clip(centres[:, 0] - crop_w / 2, 0, width - crop_w)
+  y0 = np.clip(centres[:, 1] - crop_h / 2, 0, height - crop_h)
+  return np.stack([x0, y0, x0 + crop_w, y0 + crop_h], axis=1)
+
+
+def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int):
+  """K frames (HxWx3 uint8, one video) -> [K, S, S, 3] uint8 crops, randomly flipped.
+
+  With crop_config.anchor == 'motion', anchored crops centre on what moves between the
+  first two frames (see motion.py) rather than on a uniformly random point.
+  """
+  anchor = None
+  if crop_config.mode == 'anchored' and crop_config.anchor == 'motion':
+    anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share)
+  boxes = crop_boxes(rng, frames[0].shape[:2], len(frames), crop_config, anchor)
+  flips = rng.random(len(frames)) < 0.5 if crop_config.flip else np.zeros(len(frames), bool)
+  views = []
+  for frame, box, flip in zip(frames, boxes, flips):
+    view = Image.fromarray(frame).resize((image_size, image_size), Image.BILINEAR,
+                                         box=tuple(box))
+    if flip:
+      view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    views.append(np.asarray(view))
+  return np.stack(views)
+
+
+def _luma(x, xp):
+  return (x[..., 0:1] * _LUMA[0] + x[..., 1:2] * _LUMA[1] + x[..., 2:3] * _LUMA[2])
+
+
+def _rotate_hue(x, angle, xp):
+  """Rotate chroma in YIQ space by `angle` [N] radians: a linear, branch-free hue shift."""
+  to_yiq = xp.asarray(_RGB_TO_YIQ, dtype=x.dtype)
+  to_rgb = xp.asarray(_YIQ_TO_RGB, dtype=x.dtype)
+  cos, sin = xp.cos(angle), xp.sin(angle)
+  one, zero = xp.ones_like(cos), xp.zeros_like(cos)
+  rotation = xp.stack([xp.stack([one, zero, zero], -1),
+                       xp.stack([zero, cos, -sin], -1),
+                       xp.stack([zero, sin, cos], -1)], -2)  # [N, 3, 3]
+  matrix = xp.einsum('ij,njk,kl->nil', to_rgb, rotation, to_yiq)
+  return xp.einsum('nij,nhwj->nhwi', matrix, x)
+
+
+def _gaussian_blur(x, sigma, xp):
+  """Separable Gaussian blur with a per-image sigma [N] (pixels), as two matrix products."""
+  size = x.shape[1]
+  grid = xp.arange(size, dtype=x.dtype)
+  kernel = xp.exp(-(grid[None, :, None] - grid[None, None, :])**2
+                  / (2 * sigma[:, None, None]**2))
+  kernel = kernel / xp.sum(kernel, axis=2, keepdims=True)  # [N, S, S]; rows sum to 1.
+  x = xp.einsum('nij,njwc->niwc', kernel, x)
+  return xp.einsum('nij,nhjc->nhic', kernel, x)
+
+
+def photometric(images, u, config, xp=np):
+  """SimCLR-style colour jitter, grayscale, blur, solarise on float images in [0, 1].
+
+  images: [N, S, S, 3] (square); u: [N, NUM_DRAWS] uniforms in [0, 1).
+  """
+  dtype = images.dtype
+  u = u.astype(dtype)
+  jitter = u[:, 0] < config.jitter_prob
+
+  def factor(strength, draw):
+    return xp.where(jitter, 1.0 + strength * (2.0 * draw - 1.0), 1.0)[:, None, None, None]
+
+  x = images * factor(config.brightness, u[:, 1])
+  mean = xp.mean(_luma(x, xp), axis=(1, 2, 3), keepdims=True)
+  x = (x - mean) * factor(config.contrast, u[:, 2]) + mean
+  gray = _luma(x, xp)
+  x = gray + (x - gray) * factor(config.saturation, u[:, 3])
+  hue = xp.where(jitter, config.hue * (2.0 * u[:, 4] - 1.0), 0.0)
+  x = xp.clip(_rotate_hue(x, 2 * math.pi * hue, xp), 0.0, 1.0)
+  to_gray = (u[:, 5] < config.grayscale_prob)[:, None, None, None]
+  x = xp.where(to_gray, xp.broadcast_to(_luma(x, xp), x.shape), x)
+  if config.blur_prob > 0:
+    # SimCLR's sigma in [0.1, 2.0] px at 224 px, scaled to this image size.
+    sigma = (0.1 + 1.9 * u[:, 7]) * x.shape[1] / 224
+    blur = (u[:, 6] < config.blur_prob)[:, None, None, None]
+    x = xp.where(blur, _gaussian_blur(x, sigma, xp), x)
+  solarise = (u[:, 8] < config.solarize_prob)[:, None, None, None]
+  x = xp.where(solarise & (x >= 0.5), 1.0 - x, x)
+  return x.astype(dtype)
+
+
+def photometric_uint8(views, u, config):
+  """Host path: uint8 [K, S, S, 3] in, uint8 out."""
+  x = photometric(views.astype(np.float32) / 255.0, u, config, np)
+  return np.round(x * 255.0).astype(np.uint8)

@@ -1,0 +1,101 @@
+"""The Grain input pipeline: video order -> temporal sample -> crops -> batches.
+
+Determinism: sample i of the global stream (its video, frames, crops and host-side
+augmentation) is a pure function of (seed, i), whatever the number of processes or workers;
+process p reads its contiguous slice of every global batch. Grain's iterator state is saved
+in checkpoints, so a resumed run continues with exactly the next batch.
+"""
+import sys
+
+import grain
+import numpy as np
+from absl import logging
+
+from vidjax.data import augment, pairs
+
+
+class BatchOrder:
+  """Grain source: this process's record i -> (global sample index, video id).
+
+  Each epoch visits every video once in a fresh order (a Feistel permutation, O(1) per
+  look-up) and holds a whole number of global batches, so a batch never repeats a video
+  when there are at least as many videos as samples in a batch.
+  """
+
+  def __init__(self, video_ids, global_batch: int, seed: int, process_index=0, process_count=1):
+    self.video_ids = np.asarray(video_ids)
+    self.global_batch = global_batch
+    self.local_batch = global_batch // process_count
+    self.process_index = process_index
+    self.seed = seed
+    num_videos = len(self.video_ids)
+    self.per_epoch = num_videos if num_videos < global_batch else (
+        num_videos // global_batch * global_batch)
+
+  def __len__(self):
+    return sys.maxsize
+
+  def __getitem__(self, local_index: int):
+    batch_index, offset = divmod(local_index, self.local_batch)
+    global_index = (batch_index * self.global_batch + self.process_index * self.local_batch
+                    + offset)
+    epoch, position = divmod(global_index, self.per_epoch)
+    shuffled = grain.experimental.index_shuffle(
+        position, max_index=len(self.video_ids) - 1,
+        seed=(self.seed * 1_000_003 + epoch) % 2**31, rounds=4)
+    return global_index, int(self.video_ids[shuffled])
+
+
+class MakeSample:
+  """(global index, video) -> one training sample: K crops of K frames of that video."""
+
+  def __init__(self, source, data_config, image_size: int, seed: int):
+    self.source = source
+    self.pairs = data_config.pairs
+    self.crop = data_config.crop
+    self.photometric = data_config.photometric
+    self.image_size = image_size
+    self.seed = seed
+
+  def __call__(self, record):
+    global_index, video = record
+    rng = np.random.default_rng((self.seed, global_index))
+    frame_idx, deltas = pairs.sample_frames(rng, self.source.num_frames(video), self.pairs)
+    frames = [self.source.frame(video, int(t)) for t in frame_idx]
+    views = augment.crop_views(rng, frames, self.crop, self.image_size)
+    if not self.photometric.on_device:
+      draws = rng.random((len(views), augment.NUM_DRAWS), dtype=np.float32)
+      views = augment.photometric_uint8(views, draws, self.photometric)
+    return {'views': views, 'video_id': np.int32(video), 'frame_idx': frame_idx, 'dt': deltas}
+
+
+def trainable_videos(source, pairs_config):
+  """Ids of the videos long enough for the temporal pdf."""
+  needed = pairs.min_frames(pairs_config)
+  return [v for v in range(len(source)) if source.num_frames(v) >= needed]
+
+
+def make_train_iterator(source, config, process_index: int = 0, process_count: int = 1):
+  """An endless, checkpointable iterator of this process's share of each global batch.
+
+  Batches are dicts of numpy arrays: views uint8 [b, K, S, S, 3], video_id [b],
+  frame_idx [b, K] and dt [b, K] (frame offsets from the anchor).
+  """
+  video_ids = trainable_videos(source, config.data.pairs)
+  if not video_ids:
+    raise ValueError(f'config.data.train={config.data.train!r}: no video has the '
+                     f'{pairs.min_frames(config.data.pairs)} frames the temporal pdf needs')
+  if len(video_ids) < config.batch_size:
+    logging.warning('only %d videos for batches of %d samples: some batches hold several '
+                    'samples of one video (the loss treats them as positives, not negatives)',
+                    len(video_ids), config.batch_size)
+  order = BatchOrder(video_ids, config.batch_size, config.seed, process_index, process_count)
+  dataset = (grain.MapDataset.source(order)
+             .map(MakeSample(source, config.data, config.image_size, config.seed))
+             .batch(order.local_batch, drop_remainder=True))
+  dataset = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch_batches))
+  if config.data.num_workers > 0:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=config.data.num_workers))
+  return iter(dataset)
