@@ -1,0 +1,17 @@
+r"""Barlow Twins (Zbontar et al. 2021) on temporal pairs, as in Tempo.
+
+  python main.py --config=configs/barlow.py --workdir=runs/barlow
+  python main.py --config=configs/barlow.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  config = common.base_config(arg)
+  config.method = 'barlow'
+  config.head.update(proj_layers=3, proj_output_norm=False, pred_hidden_dim=0)
+  # Paper: lambda = 5e-3 for an 8192-d projector; it scales like 1/D.
+  config.loss.redundancy_weight = 5e-3
+  # Paper: LARS, lr = 0.2 * B / 256 for weights, weight decay 1.5e-6.
+  config.optim.update(name='lars', base_lr=0.2, lr_scaling='linear', weight_decay=1.5e-6)
+  return config

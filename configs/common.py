@@ -1,0 +1,73 @@
+"""Defaults shared by the three method configs (simsiam.py, npair.py, barlow.py).
+
+Not a config file to run by itself: each method module calls `base_config(arg)` and
+overrides what its paper does differently.
+"""
+import ml_collections
+
+
+def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'simsiam'  # simsiam | npair | barlow
+  config.seed = 0
+  config.total_steps = 1000
+  config.batch_size = 128  # Global batch (samples); each sample holds num_positives views.
+  config.image_size = 32
+  config.log_every = 10
+  config.eval_every = 200
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 3
+
+  # Encoder: resnet10 | resnet18 | resnet34 | resnet50; width multiplies channels.
+  config.model = dict(name='resnet10', width=0.25, cifar_stem=True)
+  # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
+  config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
+                     pred_hidden_dim=0)
+  config.loss = dict(temperature=0.1, redundancy_weight=5e-3)
+  # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
+  # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
+  config.optim = dict(name='sgd', base_lr=0.05, lr_scaling='linear', momentum=0.9,
+                      weight_decay=5e-4, warmup_steps=50)
+
+  config.data = dict(
+      # Where training frames come from: a source spec string.
+      train='synthetic',
+      num_workers=0,  # Grain worker processes; 0 reads in threads of this process.
+      read_threads=2,  # Threads per process (or worker), each assembling whole batches.
+      prefetch_batches=4,
+      # Temporal sampling: num_positives frames of one video per sample, offsets in frames
+      # drawn from `pdf`: uniform (0 < |d| <= tau), gaussian (sigma), consecutive (d in 1..5),
+      # decreasing (weight falling linearly with |d| up to tau), video (any other frame).
+      pairs=dict(pdf='uniform', tau=4, sigma=2.0, min_gap=0, num_positives=2),
+      # Crops: 'anchored' = one point, a crop of its own size around it in each frame;
+      # 'rrc' = independent random-resized crops. scale = crop side / shorter frame side.
+      # anchor: 'motion' draws the point where the frames change after undoing camera
+      # motion (uniform_share of the time uniformly), 'uniform' always uniformly.
+      crop=dict(mode='anchored', anchor='motion', uniform_share=0.2, scale=(0.25, 0.5),
+                ratio=(0.75, 1.333), flip=True),
+      # Photometric augmentation, per view; applied inside the jitted train step when
+      # on_device, else on the host by the data workers.
+      photometric=dict(on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4,
+                       saturation=0.4, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,
+                       solarize_prob=0.0),
+  )
+  # The embedded synthetic video world (data.train='synthetic' and the kNN monitor).
+  config.synthetic = dict(seed=0, num_videos=1000, num_frames=64, frame_size=96)
+  # Online kNN monitor on labelled synthetic object crops from held-out videos.
+  config.monitor = dict(support_per_class=50, query_per_class=100, k=20, temperature=0.07)
+
+  if arg == 'smoke':
+    config.total_steps = 6
+    config.batch_size = 16
+    config.log_every = 1
+    config.eval_every = 3
+    config.checkpoint_every = 3
+    config.model.width = 0.125
+    config.head.proj_dim = config.head.proj_hidden_dim = 32
+    config.optim.warmup_steps = 2
+    config.synthetic.num_videos = 64
+    config.monitor.support_per_class = 10
+    config.monitor.query_per_class = 10
+  elif arg:
+    raise ValueError(f"config argument: unknown {arg!r}; expected nothing or 'smoke'")
+  return config

@@ -1,0 +1,17 @@
+r"""N-pair / InfoNCE (SimCLR setup) on temporal pairs, with a video-id positive mask.
+
+  python main.py --config=configs/npair.py --workdir=runs/npair
+  python main.py --config=configs/npair.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  config = common.base_config(arg)
+  config.method = 'npair'
+  config.head.update(proj_layers=2, proj_output_norm=False, pred_hidden_dim=0)
+  config.head.proj_dim = min(128, config.head.proj_dim)
+  config.loss.temperature = 0.1
+  # SimCLR: LARS; for small batches lr = 0.075 * sqrt(B), weight decay 1e-6.
+  config.optim.update(name='lars', base_lr=0.075, lr_scaling='sqrt', weight_decay=1e-6)
+  return config

@@ -1,0 +1,18 @@
+r"""SimSiam (Chen & He 2021) on temporal pairs of the embedded synthetic video world.
+
+  python main.py --config=configs/simsiam.py --workdir=runs/simsiam
+  python main.py --config=configs/simsiam.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  config = common.base_config(arg)
+  config.method = 'simsiam'
+  # Projector ends in BN; predictor is a bottleneck MLP (paper: 2048 -> 512 -> 2048).
+  config.head.proj_layers = 2
+  config.head.proj_output_norm = True
+  config.head.pred_hidden_dim = config.head.proj_dim // 4
+  # Paper: SGD, lr = 0.05 * B / 256, momentum 0.9, wd 1e-4 (5e-4 in its CIFAR recipe).
+  config.optim.update(name='sgd', base_lr=0.05, lr_scaling='linear', weight_decay=5e-4)
+  return config

@@ -1,0 +1,8 @@
+"""Every test sees 4 fake CPU devices, so data-parallel code runs as on a 4-chip host."""
+import jax
+from absl import flags
+
+# Must happen before JAX initialises its backends, i.e. before any test touches a device.
+jax.config.update('jax_num_cpu_devices', 4)
+# Grain worker processes read absl flags; under pytest nobody parses them.
+flags.FLAGS.mark_as_parsed()

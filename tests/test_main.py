@@ -1,0 +1,143 @@
+"""End to end: main.py's trainer with the :smoke configs, interrupt + resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import barlow, npair, simsiam
+from vidjax import checkpointing, config_checks, parallel, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(workdir):
+  return [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
+
+
+@pytest.mark.parametrize('config_module', [simsiam, npair, barlow])
+def test_smoke_run_writes_config_metrics_and_checkpoints(config_module, tmp_path):
+  config = config_module.get_config('smoke')
+  train.train_and_evaluate(config, str(tmp_path))
+  assert json.loads((tmp_path / 'config.json').read_text())['method'] == config.method
+  records = _metrics(tmp_path)
+  knn = [r for r in records if 'knn_top1' in r]
+  assert [r['step'] for r in knn] == [0, 3, 6]
+  steps = [r for r in records if 'loss' in r]
+  assert [r['step'] for r in steps] == list(range(1, 7))
+  for r in steps:
+    assert {'loss', 'lr', 'pairs_per_sec', 'embed_std'} <= set(r) and np.isfinite(r['loss'])
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6']
+
+
+def _interrupt_at(monkeypatch, step):
+  """Sends this process a real SIGINT while the trainer fetches batch number `step`."""
+  real = parallel.to_global
+  calls = {'n': 0}
+
+  def to_global(batch, mesh):
+    if isinstance(batch, dict) and 'views' in batch:
+      calls['n'] += 1
+      if calls['n'] == step:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(batch, mesh)
+
+  monkeypatch.setattr(parallel, 'to_global', to_global)
+
+
+def _params(state):
+  return jax.device_get(state['params'])
+
+
+def test_interrupt_saves_and_rerun_resumes_exactly(monkeypatch, tmp_path):
+  config = simsiam.get_config('smoke')
+  config.checkpoint_every = 100  # Only the interrupt and the end save.
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  workdir = tmp_path / 'interrupted'
+  with monkeypatch.context() as patch:
+    _interrupt_at(patch, step=4)
+    stopped = train.train_and_evaluate(config, str(workdir))
+  assert int(stopped['step']) == 4
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']
+  # The checkpoint holds exactly the parameters the interrupted run had.
+  saved = checkpointing.Checkpoints(workdir, 3).restore(4, stopped, _fresh_iterator(config))
+  jax.tree.map(np.testing.assert_array_equal, _params(saved), _params(stopped))
+
+  resumed = train.train_and_evaluate(config, str(workdir))  # The same command again.
+  assert int(resumed['step']) == 6
+  steps = [r['step'] for r in _metrics(workdir) if 'loss' in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  # Same data order, augmentation and optimiser state: the resumed run ends where the
+  # uninterrupted one did.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(resumed), _params(uninterrupted))
+
+
+def _fresh_iterator(config):
+  from vidjax.data import pipeline, sources
+  return pipeline.make_train_iterator(sources.open_source('synthetic', config), config)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path):
+  real_step = train.train_step
+
+  def diverging_step(state, batch, rng, **kwargs):
+    new_state, metrics = real_step(state, batch, rng, **kwargs)
+    metrics['loss'] = jnp.where(state['step'] >= 4, jnp.nan, metrics['loss'])
+    return new_state, metrics
+
+  monkeypatch.setattr(train, 'train_step', diverging_step)
+  config = simsiam.get_config('smoke')
+  with pytest.raises(train.TrainingDiverged, match=r'nan at step 5.*checkpoint \(step 3\)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
+
+
+@pytest.mark.parametrize('override, message', [
+    (dict(batch_size=6), 'not divisible by the 4 devices'),
+    (dict(image_size=4), 'too small for resnet10'),
+    (dict(method='byol'), 'config.method: unknown'),
+])
+def test_impossible_values_fail_before_compute(override, message, tmp_path):
+  config = simsiam.get_config('smoke')
+  config.update(override)
+  with pytest.raises(config_checks.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(config_checks.ConfigError, match='not writable'):
+    train.train_and_evaluate(simsiam.get_config('smoke'), str(blocker / 'run'))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.bogus=1'], "--config.bogus=1: the config has no field 'bogus'"),
+    (['--config.model.nme=resnet18'], "the config has no field 'nme'"),
+    (['--config.batch_size=many'], 'flag --config.batch_size=many'),
+])
+def test_main_reports_bad_flags_in_one_line(args, message, tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/simsiam.py:smoke',
+       f'--workdir={tmp_path}'] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('error:') and message in last_line
+  assert 'Traceback' not in result.stderr
+
+
+def test_main_reports_a_missing_config_file(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/nope.py', f'--workdir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'configs/nope.py: cannot load' in result.stderr.strip().splitlines()[-1]

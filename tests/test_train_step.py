@@ -1,0 +1,54 @@
+"""The jitted train step: data-parallel over 4 devices equals one device on the same batch."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from configs import simsiam, npair, barlow
+from vidjax import optim, parallel, train
+from vidjax.models import build_model
+
+
+def _one_step(config, mesh, batch):
+  model = build_model(config)
+  tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+  replicated = parallel.replicated(mesh)
+  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx,
+                                    image_size=config.image_size),
+                  out_shardings=replicated)(jax.random.PRNGKey(0))
+  step_fn = jax.jit(
+      functools.partial(train.train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated))
+  for step in range(2):  # Two steps, so momentum and BN running statistics matter too.
+    state, metrics = step_fn(state, parallel.to_global(batch, mesh),
+                             jax.random.fold_in(jax.random.PRNGKey(1), step))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize('config_module', [simsiam, npair, barlow])
+def test_four_devices_equal_one(config_module):
+  assert jax.device_count() == 4
+  config = config_module.get_config('smoke')
+  config.optim.warmup_steps = 0  # A non-zero learning rate from the first step.
+  rng = np.random.default_rng(0)
+  batch = {
+      'views': rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8),
+      'video_id': np.arange(16, dtype=np.int32),
+      'frame_idx': np.zeros((16, 2), np.int32),
+      'dt': np.zeros((16, 2), np.int32),
+  }
+  state4, metrics4 = _one_step(config, parallel.make_mesh(), batch)
+  state1, metrics1 = _one_step(config, parallel.make_mesh(jax.devices()[:1]), batch)
+  np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5)
+  for name in ('params', 'batch_stats', 'opt_state'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+                 state4[name], state1[name])
+  # The step really changed the parameters.
+  initial = jax.device_get(build_model(config).init(
+      jax.random.split(jax.random.PRNGKey(0))[0],
+      np.zeros((2, 32, 32, 3), np.float32), train=False))['params']
+  changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), state1['params'],
+                                         initial))
+  assert sum(changed) > len(changed) // 2

@@ -1,0 +1,64 @@
+"""Metrics as JSON lines (one object per logged step) and a terminal progress line."""
+import json
+import math
+import sys
+import time
+
+
+class MetricWriter:
+  """Appends {"step": ..., **metrics} lines to a JSONL file; resumed runs keep appending."""
+
+  def __init__(self, path, enabled: bool = True):
+    self.path = path
+    self.enabled = enabled
+
+  def write(self, step: int, metrics: dict):
+    if not self.enabled:
+      return
+    record = {'step': int(step)}
+    record.update({k: float(v) for k, v in metrics.items()})
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+
+def format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  return f'{hours}h{rest // 60:02d}m' if hours else f'{rest // 60}m{rest % 60:02d}s'
+
+
+class Throughput:
+  """Training samples per second between `measure` calls, not counting `pause`d time."""
+
+  def __init__(self, step: int, batch_size: int):
+    self.batch_size = batch_size
+    self._step = step
+    self._start = time.perf_counter()
+    self._paused = 0.0
+    self.steps_per_sec = float('nan')
+
+  def pause(self, seconds: float):
+    self._paused += seconds
+
+  def measure(self, step: int) -> float:
+    now = time.perf_counter()
+    elapsed = max(now - self._start - self._paused, 1e-9)
+    self.steps_per_sec = (step - self._step) / elapsed
+    self._step, self._start, self._paused = step, now, 0.0
+    return self.steps_per_sec * self.batch_size
+
+
+def print_progress(step: int, total_steps: int, metrics: dict, steps_per_sec: float,
+                   enabled: bool = True):
+  """One line: step, loss, the latest kNN accuracy, throughput and ETA."""
+  if not enabled:
+    return
+  eta = (total_steps - step) / steps_per_sec if steps_per_sec > 0 else float('nan')
+  parts = [f'step {step}/{total_steps}']
+  parts += [f'{k} {metrics[k]:.4g}' for k in ('loss', 'knn_top1', 'embed_std') if k in metrics]
+  if 'pairs_per_sec' in metrics:
+    parts.append(f"{metrics['pairs_per_sec']:.0f} pairs/s")
+  parts.append(f'ETA {format_duration(eta)}')
+  print(' | '.join(parts), file=sys.stdout, flush=True)

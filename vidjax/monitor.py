@@ -1,0 +1,31 @@
+"""Online kNN monitor: how well do current features classify held-out synthetic objects?
+
+Support and query are labelled object crops from synthetic videos disjoint from the
+training videos and from each other, so the number never reflects memorised training data.
+"""
+from vidjax.data import synthetic
+from vidjax.evaluate import embed, knn
+
+
+class KnnMonitor:
+
+  def __init__(self, config, model, mesh):
+    crops = dict(seed=config.synthetic.seed, crop_size=config.image_size,
+                 frame_size=config.synthetic.frame_size)
+    self.support, self.support_labels = synthetic.labelled_crops(
+        split='support', per_class=config.monitor.support_per_class, **crops)
+    self.query, self.query_labels = synthetic.labelled_crops(
+        split='query', per_class=config.monitor.query_per_class, **crops)
+    self.num_classes = len(synthetic.CATEGORIES)
+    self.k = config.monitor.k
+    self.temperature = config.monitor.temperature
+    self.mesh = mesh
+    self.embed_fn = embed.make_embed_fn(model, mesh)
+
+  def __call__(self, state) -> dict:
+    variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+    support = embed.embed_images(self.embed_fn, variables, self.support, self.mesh)
+    query = embed.embed_images(self.embed_fn, variables, self.query, self.mesh)
+    scores = knn.knn_class_scores(support, self.support_labels, query, self.num_classes,
+                                  self.k, self.temperature)
+    return {'knn_top1': knn.topk_accuracy(scores, self.query_labels, 1)}

@@ -1,0 +1,165 @@
+"""The trainer: self-supervised pre-training on temporal views of video.
+
+Read top to bottom: the train state, the pure train step, then `train_and_evaluate`
+(checks -> data -> model -> resume -> loop with metrics, kNN monitor, checkpoints).
+"""
+import functools
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from vidjax import checkpointing, config_checks, losses, metrics_log, optim, parallel
+from vidjax.data import augment, pipeline, sources
+from vidjax.models import build_model
+from vidjax.monitor import KnnMonitor
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+def create_train_state(rng, *, model, tx, image_size: int):
+  """A dict of arrays: step, params, batch_stats, opt_state and the training rng."""
+  init_rng, train_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((2, image_size, image_size, 3)), train=False)
+  return {
+      'step': jnp.zeros((), jnp.int32),
+      'params': variables['params'],
+      'batch_stats': variables['batch_stats'],
+      'opt_state': tx.init(variables['params']),
+      'rng': train_rng,
+  }
+
+
+def train_step(state, batch, rng, *, model, tx, schedule, config):
+  """One optimisation step on a global batch of K-view samples: (state, metrics).
+
+  batch['views'] is uint8 [B, K, S, S, 3]. All views go through the network as one batch of
+  B*K images, so BatchNorm statistics cover every view of the global batch.
+  """
+  views = batch['views']
+  batch_size, num_views = views.shape[:2]
+  images = views.reshape((batch_size * num_views,) + views.shape[2:]).astype(jnp.float32) / 255
+  photometric_config = config.data.photometric
+  if photometric_config.on_device:
+    draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
+    images = augment.photometric(images, draws, photometric_config, xp=jnp)
+
+  def loss_fn(params):
+    outputs, updates = model.apply(
+        {'params': params, 'batch_stats': state['batch_stats']}, images, train=True,
+        mutable=['batch_stats'])
+    outputs = {k: v.reshape(batch_size, num_views, -1) for k, v in outputs.items()}
+    loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss)
+    return loss, (outputs['z'], updates['batch_stats'])
+
+  (loss, (z, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  z = losses.l2_normalize(z).reshape(batch_size * num_views, -1)
+  metrics = {
+      'loss': loss,
+      'lr': schedule(state['step']),
+      # Collapse indicator (SimSiam paper, Fig. 2): ~1/sqrt(dim) when healthy, -> 0 collapsed.
+      'embed_std': jnp.mean(jnp.std(z, axis=0)),
+      'grad_norm': optax.global_norm(grads),
+  }
+  new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats,
+                   opt_state=opt_state)
+  return new_state, metrics
+
+
+def _write_json_atomically(path: Path, text: str):
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the state."""
+  mesh = parallel.make_mesh()
+  config_checks.check_config(config, num_devices=mesh.devices.size,
+                             num_processes=jax.process_count())
+  config_checks.check_workdir(workdir)
+  workdir = Path(workdir).absolute()  # Orbax needs absolute paths.
+  is_chief = jax.process_index() == 0
+  source = sources.open_source(config.data.train, config)
+  if is_chief:
+    _write_json_atomically(workdir / 'config.json', config.to_json_best_effort(indent=2))
+
+  model = build_model(config)
+  tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+  replicated = parallel.replicated(mesh)
+  state = jax.jit(
+      functools.partial(create_train_state, model=model, tx=tx, image_size=config.image_size),
+      out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  data_iterator = pipeline.make_train_iterator(source, config, jax.process_index(),
+                                               jax.process_count())
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
+  start_step = checkpoints.latest_step() or 0
+  if start_step:
+    state = checkpoints.restore(start_step, state, data_iterator)
+    if is_chief:
+      print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  monitor = KnnMonitor(config, model, mesh)
+  writer = metrics_log.MetricWriter(workdir / 'metrics.jsonl', enabled=is_chief)
+  if start_step == 0:
+    knn_metrics = monitor(state)
+    writer.write(0, knn_metrics)
+    metrics_log.print_progress(0, config.total_steps, knn_metrics, float('nan'), is_chief)
+
+  throughput = metrics_log.Throughput(start_step, config.batch_size)
+  train_rng = jax.device_get(state['rng'])  # A host copy: `state` is donated each step.
+  last_saved = start_step
+  with checkpointing.StopRequest() as stop:
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = parallel.to_global(next(data_iterator), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
+      is_last = step == config.total_steps
+      save_now = step % config.checkpoint_every == 0 or is_last or stop.requested
+
+      # Metrics are fetched (a device sync) only when logged, and always before a save, so a
+      # checkpoint never holds a diverged state.
+      if step % config.log_every == 0 or save_now:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(metrics['loss']):
+          checkpoints.close()
+          raise TrainingDiverged(
+              f"loss is {metrics['loss']} at step {step}; stopped. The last good checkpoint "
+              f"(step {last_saved}) is kept in {workdir / 'checkpoints'}. Try a lower "
+              f'config.optim.base_lr (now {config.optim.base_lr}).')
+        metrics['pairs_per_sec'] = throughput.measure(step)
+        writer.write(step, metrics)
+        metrics_log.print_progress(step, config.total_steps, metrics,
+                                   throughput.steps_per_sec, is_chief)
+
+      if step % config.eval_every == 0 or is_last:
+        started = time.perf_counter()
+        knn_metrics = monitor(state)
+        writer.write(step, knn_metrics)
+        metrics_log.print_progress(step, config.total_steps, knn_metrics,
+                                   throughput.steps_per_sec, is_chief)
+        throughput.pause(time.perf_counter() - started)
+
+      if save_now:
+        started = time.perf_counter()
+        checkpoints.save(step, state, data_iterator)
+        last_saved = step
+        throughput.pause(time.perf_counter() - started)
+      if stop.requested:
+        logging.warning('Interrupted: saved a checkpoint at step %d in %s; run the same '
+                        'command again to resume.', step, workdir / 'checkpoints')
+        break
+  checkpoints.close()
+  return state
