@@ -5,6 +5,7 @@ r"""Self-supervised pre-training of a video encoder.
 
 Running the same command again resumes from the latest checkpoint in --workdir.
 """
+import re
 import sys
 
 from absl import app, flags, logging
@@ -26,9 +27,13 @@ def parse_flags(argv):
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     sys.exit('error: ' + (f'{lines[0]} {lines[-1]}' if len(lines) > 1 else lines[0]))
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a missing field.
-    field = str(e).strip('"\'')
-    given = [a for a in argv if a.startswith('--config.') and field in a.split('=')[0]]
-    sys.exit(f"error: {given[0] if given else '--config'}: the config has no field {field!r}")
+    # The message is a (nested) repr such as '\\'nme\\'\\nDid you mean "name" ...'.
+    field = re.search(r'[A-Za-z_]\w*', str(e)).group()
+    hint = re.search(r'Did you mean "\w+"', str(e))
+    given = [a for a in argv if a.startswith('--config.') and
+             field in a.split('=')[0].split('.')]
+    sys.exit(f"error: {given[0] if given else '--config'}: the config has no field {field!r}"
+             + (f' ({hint.group()}?)' if hint else ''))
 
 
 def main(argv):

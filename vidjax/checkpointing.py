@@ -4,6 +4,7 @@ Orbax writes each checkpoint to a temporary directory and renames it when comple
 interrupted save never leaves a half-written checkpoint under a final name.
 """
 import signal
+from pathlib import Path
 
 import grain
 import jax
@@ -15,7 +16,7 @@ class Checkpoints:
 
   def __init__(self, workdir, keep: int):
     self.manager = ocp.CheckpointManager(
-        workdir / 'checkpoints',
+        Path(workdir).absolute() / 'checkpoints',  # Orbax needs absolute paths.
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_step(self):

@@ -3,6 +3,8 @@
 Support and query are labelled object crops from synthetic videos disjoint from the
 training videos and from each other, so the number never reflects memorised training data.
 """
+import numpy as np
+
 from vidjax.data import synthetic
 from vidjax.evaluate import embed, knn
 
@@ -28,4 +30,17 @@ class KnnMonitor:
     query = embed.embed_images(self.embed_fn, variables, self.query, self.mesh)
     scores = knn.knn_class_scores(support, self.support_labels, query, self.num_classes,
                                   self.k, self.temperature)
-    return {'knn_top1': knn.topk_accuracy(scores, self.query_labels, 1)}
+    return {'knn_top1': knn.topk_accuracy(scores, self.query_labels, 1),
+            'feature_rank': effective_rank(query)}
+
+
+def effective_rank(features) -> float:
+  """exp(entropy) of the normalised singular values of centred features (Roy & Vetterli).
+
+  Detects partial (dimensional) collapse, which non-contrastive methods suffer when the
+  model is small for the data (Li et al. 2022) and which embed_std does not show.
+  """
+  centred = features - features.mean(axis=0)
+  singular = np.linalg.svd(centred.astype(np.float64), compute_uv=False)
+  p = singular / max(singular.sum(), 1e-12)
+  return float(np.exp(-np.sum(p * np.log(np.maximum(p, 1e-12)))))

@@ -57,17 +57,18 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
         mutable=['batch_stats'])
     outputs = {k: v.reshape(batch_size, num_views, -1) for k, v in outputs.items()}
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss)
-    return loss, (outputs['z'], updates['batch_stats'])
+    return loss, (outputs['feature'], updates['batch_stats'])
 
-  (loss, (z, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  (loss, (features, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
-  z = losses.l2_normalize(z).reshape(batch_size * num_views, -1)
+  features = losses.l2_normalize(features).reshape(batch_size * num_views, -1)
   metrics = {
       'loss': loss,
       'lr': schedule(state['step']),
-      # Collapse indicator (SimSiam paper, Fig. 2): ~1/sqrt(dim) when healthy, -> 0 collapsed.
-      'embed_std': jnp.mean(jnp.std(z, axis=0)),
+      # Collapse indicator (SimSiam paper, Fig. 2), on the encoder features evaluation uses
+      # (the projection passes through BatchNorm, which hides collapse): -> 0 when collapsed.
+      'embed_std': jnp.mean(jnp.std(features, axis=0)),
       'grad_norm': optax.global_norm(grads),
   }
   new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats,
@@ -87,7 +88,7 @@ def train_and_evaluate(config, workdir: str):
   config_checks.check_config(config, num_devices=mesh.devices.size,
                              num_processes=jax.process_count())
   config_checks.check_workdir(workdir)
-  workdir = Path(workdir).absolute()  # Orbax needs absolute paths.
+  workdir = Path(workdir)
   is_chief = jax.process_index() == 0
   source = sources.open_source(config.data.train, config)
   if is_chief:
