@@ -47,6 +47,7 @@ def make_optimizer(optim_config, batch_size: int, total_steps: int):
   elif name == 'lars':
     tx = optax.lars(schedule, weight_decay=optim_config.weight_decay,
                     weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
+                    trust_coefficient=optim_config.trust_coefficient,
                     momentum=optim_config.momentum)
   elif name == 'adamw':
     tx = optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
