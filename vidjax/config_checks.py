@@ -85,6 +85,10 @@ def check_config(config, num_devices: int, num_processes: int = 1):
   for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
     _require(0 <= photometric[name] <= 1,
              f'config.data.photometric.{name} must be in [0, 1], got {photometric[name]}')
+  fps, frame_size = config.data.fps or 0, config.data.frame_size or 0
+  _require(fps >= 0, f'config.data.fps must be >= 0 (0 = native rate), got {fps}')
+  _require(isinstance(frame_size, int) and frame_size >= 0,
+           f'config.data.frame_size must be an integer >= 0 (0 = as stored), got {frame_size!r}')
   _require(config.data.num_workers >= 0,
            f'config.data.num_workers must be >= 0, got {config.data.num_workers}')
 

@@ -70,9 +70,17 @@ class MakeSample:
 
 
 def trainable_videos(source, pairs_config):
-  """Ids of the videos long enough for the temporal pdf."""
+  """Ids of the videos long enough for the temporal pdf; warns about the others."""
   needed = pairs.min_frames(pairs_config)
-  return [v for v in range(len(source)) if source.num_frames(v) >= needed]
+  keep, short = [], []
+  for v in range(len(source)):
+    (keep if source.num_frames(v) >= needed else short).append(v)
+  if short:
+    names = ', '.join(source.video_name(v) for v in short[:3])
+    logging.warning('skipping %d of %d videos with fewer than the %d frames the temporal pdf '
+                    'needs: %s%s', len(short), len(source), needed, names,
+                    ', ...' if len(short) > 3 else '')
+  return keep
 
 
 def make_train_iterator(source, config, process_index: int = 0, process_count: int = 1):
