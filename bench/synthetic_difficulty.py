@@ -20,6 +20,7 @@ from skimage.feature import hog
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax.data import synthetic  # noqa: E402
+from vidjax.evaluate import fewshot  # noqa: E402
 
 PREVIEW_VIDEOS = 6
 PREVIEW_TIMES = (0, 4, 8, 16, 24, 32, 48, 63)
@@ -97,8 +98,8 @@ def main() -> None:
   hog_support, hog_query = hog_features(support), hog_features(query)
   chance = 1 / len(synthetic.CATEGORIES)
   for shots in (1, 5, 20):
-    pixels = synthetic.few_shot_nn_accuracy(support, support_labels, query, query_labels, shots)
-    hogs = synthetic.few_shot_nn_accuracy(hog_support, support_labels, hog_query, query_labels,
+    pixels = fewshot.few_shot_nn_accuracy(support, support_labels, query, query_labels, shots)
+    hogs = fewshot.few_shot_nn_accuracy(hog_support, support_labels, hog_query, query_labels,
                                              shots)
     print(f'{shots:2d}-shot 1-NN top-1 over 10 draws: '
           f'raw pixels {pixels.mean():.3f} ± {pixels.std():.3f}   '
