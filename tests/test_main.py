@@ -113,6 +113,13 @@ def test_impossible_values_fail_before_compute(override, message, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
+def test_nonpositive_lars_trust_coefficient_fails_before_compute(tmp_path):
+  config = simsiam.get_config('smoke')
+  config.optim.trust_coefficient = 0.0
+  with pytest.raises(config_checks.ConfigError, match='config.optim.trust_coefficient must be'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('')
@@ -122,7 +129,8 @@ def test_unwritable_workdir(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--config.bogus=1'], "--config.bogus=1: the config has no field 'bogus'"),
-    (['--config.model.nme=resnet18'], "the config has no field 'nme'"),
+    (['--config.model.nme=resnet18'],
+     '--config.model.nme=resnet18: the config has no field \'nme\' (Did you mean "name"?)'),
     (['--config.batch_size=many'], 'flag --config.batch_size=many'),
 ])
 def test_main_reports_bad_flags_in_one_line(args, message, tmp_path):

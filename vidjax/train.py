@@ -59,7 +59,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss)
     return loss, (outputs['feature'], updates['batch_stats'])
 
-  (loss, (features, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, (features, batch_stats)), grads = grad_fn(state['params'])
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   features = losses.l2_normalize(features).reshape(batch_size * num_views, -1)
