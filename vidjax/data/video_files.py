@@ -19,6 +19,8 @@ CPU-second on a busy 2-core machine: bikes.mp4 (640x272, a keyframe every ~50 fr
 frames) 136 (58 seeking and decoding for every frame; 103 without skipping non-reference
 frames); bigbuckbunny.mp4 (1280x720, one keyframe in 132 frames) 16 (8). K=4: 218 and 31.
 Decoding from the keyframe dominates: long-GOP video is worth re-encoding (ffmpeg -g 16).
+With keyframes_only (vidjax.prepare --keyframes_only) the video is its keyframes alone and
+nothing else is decoded.
 
 A frame that fails to decode during training is replaced by the nearest decoded one (or the
 video's first frame), counted in `frame_errors` and logged once per file.
@@ -26,7 +28,6 @@ video's first frame), counted in `frame_errors` and logged once per file.
 import collections
 import dataclasses
 import itertools
-import os
 import threading
 
 import av
@@ -45,6 +46,8 @@ class _Index:
   pts: np.ndarray  # int64 [frames]: sorted presentation timestamps, stream time base.
   keyframes: np.ndarray  # int64: sorted timestamps of the keyframes.
   picks: np.ndarray  # int32 [resampled frames]: resampled frame t -> position in pts.
+  numbers: np.ndarray  # int64 [resampled frames]: frame t's number among all the file's.
+  seconds: np.ndarray  # float64 [resampled frames]: time of frame t from the first frame.
   fps: float  # Of the resampled frames.
   size: tuple  # Output (height, width).
 
@@ -59,7 +62,7 @@ class _Index:
     return int(self.key_positions[max(i, 0)])
 
 
-def _probe(path: str, fps: float, frame_size: int) -> _Index:
+def _probe(path: str, fps: float, frame_size: int, keyframes_only: bool = False) -> _Index:
   try:
     with av.open(path) as container:
       if not container.streams.video:
@@ -76,11 +79,15 @@ def _probe(path: str, fps: float, frame_size: int) -> _Index:
         raise sources.Unreadable('no video frames')
       pts = np.unique(np.asarray(stamps, np.int64))
       keyframes = np.unique(np.asarray(keys, np.int64)) if keys else pts[:1]
+      numbers = np.arange(len(pts))
+      if keyframes_only:
+        numbers = np.searchsorted(pts, keyframes)
+        pts = keyframes
       container.seek(int(keyframes[0]), stream=stream, backward=True)
       first = next(container.decode(stream), None)
       if first is None:
         raise sources.Unreadable('no frame decodes')
-      native = float(stream.average_rate or 0)
+      native = 0.0 if keyframes_only else float(stream.average_rate or 0)
       time_base = float(stream.time_base)
   except _DECODE_ERRORS as e:
     raise sources.Unreadable(f'cannot decode: {e}') from None
@@ -93,7 +100,9 @@ def _probe(path: str, fps: float, frame_size: int) -> _Index:
     duration = times[-1] + 1 / native
     wanted = np.arange(max(1, int(np.floor(duration * fps + 1e-6)))) / fps
     picks = _nearest(times, wanted)
-  return _Index(pts, keyframes, picks.astype(np.int32), fps,
+    if keyframes_only:
+      picks = np.unique(picks)  # Irregular keyframes: one may be nearest to several times.
+  return _Index(pts, keyframes, picks.astype(np.int32), numbers[picks], times[picks], fps,
                 sources.scaled_size(first.height, first.width, frame_size))
 
 
@@ -127,16 +136,14 @@ def _packets_from(container, stream, start: int, keyframes):
 class VideoFiles(sources.FileSource):
   """Every video file under a folder; see the module docstring."""
 
-  def __init__(self, root: str, fps: float, frame_size: int):
-    paths = sorted((os.path.join(dirpath, name) for dirpath, _, names in os.walk(root)
-                    for name in names if name.lower().endswith(sources.VIDEO_EXTENSIONS)),
-                   key=sources.natural_key)
-    usable, skipped = sources.probe_all(paths, lambda path: _probe(path, fps, frame_size))
-    self.root = root
+  def __init__(self, paths, fps: float, frame_size: int, keyframes_only: bool = False):
+    usable, skipped = sources.probe_all(
+        paths, lambda path: _probe(path, fps, frame_size, keyframes_only))
+    self.keyframes_only = keyframes_only
     self.frame_size = frame_size
     self._index = [index for _, index in usable]
     super().__init__([path for path, _ in usable], [len(i.picks) for i in self._index],
-                     [i.fps for i in self._index], skipped)
+                     [i.fps for i in self._index], [i.size for i in self._index], skipped)
     self.frame_errors = collections.Counter()  # path -> frames replaced by a neighbour.
     self._local = threading.local()
 
@@ -148,6 +155,12 @@ class VideoFiles(sources.FileSource):
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._local = threading.local()
+
+  def timestamp(self, video: int, t: int) -> float:
+    return float(self._index[video].seconds[t])
+
+  def source_position(self, video: int, t: int) -> int:
+    return int(self._index[video].numbers[t])
 
   def frame(self, video: int, t: int) -> np.ndarray:
     self._check(video, t)
@@ -238,9 +251,11 @@ class VideoFiles(sources.FileSource):
     try:
       container = self._container(video)
       stream = container.streams.video[0]
+      if self.keyframes_only:
+        stream.codec_context.skip_frame = 'NONKEY'
       for packet in _packets_from(container, stream, start, index.keyframes):
         skip = packet.pts is not None and packet.pts < run['skip_before']
-        if skip != skipping:
+        if skip != skipping and not self.keyframes_only:
           stream.codec_context.skip_frame = 'NONREF' if skip else 'DEFAULT'
           skipping = skip
         try:

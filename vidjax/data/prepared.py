@@ -1,0 +1,145 @@
+"""The prepared-data layout `python -m vidjax.prepare` writes, and the arrayrecord: source.
+
+OUT/
+  prepare.json                 the options the frames were prepared with
+  shards/shard-00000.array_record   JPEG-encoded frames, one record each (group_size:1, so
+                               any record is read without decoding its neighbours)
+  shards/shard-00000.json      that shard's videos: source path, frame rate, size, and per
+                               kept frame its index in the source and its timestamp
+  index.json, index.npz        all shards' videos, and per frame (video, frame_index,
+                               timestamp): the consolidated index the source reads
+  report.json                  the last run's report (frames kept/dropped, files skipped)
+
+A video's frames are consecutive records of one shard. A shard counts as finished only once
+its .json exists; both are written under a temporary name and renamed, so a crash never
+leaves a half-written file under a final name.
+"""
+import io
+import json
+import os
+import threading
+
+import numpy as np
+from array_record.python import array_record_module
+from PIL import Image
+
+from vidjax.data import sources
+
+SHARDS = 'shards'
+RECORD_OPTIONS = 'group_size:1'  # Random access: one record per chunk.
+READ_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
+
+
+def write_atomic(path: str, data: bytes):
+  """Writes `data` to `path` via a temporary name, so `path` is never half-written."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, value, indent=1):
+  write_atomic(path, json.dumps(value, indent=indent).encode())
+
+
+def shard_path(root: str, number: int, suffix: str) -> str:
+  return os.path.join(root, SHARDS, f'shard-{number:05d}{suffix}')
+
+
+def finished_shards(root: str) -> list:
+  """[(number, its videos)] for every shard whose .json was written, in shard order."""
+  folder = os.path.join(root, SHARDS)
+  names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+  shards = []
+  for name in names:
+    if name.startswith('shard-') and name.endswith('.json'):
+      number = int(name[len('shard-'):-len('.json')])
+      with open(os.path.join(folder, name)) as f:
+        shards.append((number, json.load(f)['videos']))
+  return shards
+
+
+def write_index(root: str):
+  """index.json (per video) + index.npz (per frame) from the finished shards."""
+  videos, frame_video, frame_index, timestamp = [], [], [], []
+  for number, shard_videos in finished_shards(root):
+    for video in shard_videos:
+      frame_video.append(np.full(len(video['frame_index']), len(videos), np.int32))
+      frame_index.append(np.asarray(video['frame_index'], np.int64))
+      timestamp.append(np.asarray(video['timestamp'], np.float64))
+      videos.append({k: v for k, v in video.items() if k not in ('frame_index', 'timestamp')}
+                    | {'shard': number, 'num_frames': len(video['frame_index'])})
+  buffer = io.BytesIO()
+  concat = lambda arrays, dtype: np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+  np.savez(buffer, video=concat(frame_video, np.int32), frame_index=concat(frame_index, np.int64),
+           timestamp=concat(timestamp, np.float64))
+  write_atomic(os.path.join(root, 'index.npz'), buffer.getvalue())
+  write_json(os.path.join(root, 'index.json'), {'videos': videos})
+
+
+class ArrayRecordFrames(sources.FileSource):
+  """arrayrecord:DIR: frames prepared by `python -m vidjax.prepare` (see the module docstring).
+
+  Frames are stored at the prepared size; config.data.frame_size resizes them on reading
+  when it differs. Timestamps come from the index, so with near-duplicate removal the frame
+  index counts kept frames, not time.
+  """
+
+  def __init__(self, root: str, frame_size: int):
+    with open(os.path.join(root, 'index.json')) as f:
+      videos = json.load(f)['videos']
+    with np.load(os.path.join(root, 'index.npz')) as frames:
+      self._frame_video = frames['video']
+      self._timestamp = frames['timestamp']
+      self._frame_index = frames['frame_index']
+    self.root = root
+    self._shard = np.asarray([v['shard'] for v in videos], np.int64)
+    self._first_record = np.asarray([v['first_record'] for v in videos], np.int64)
+    counts = [v['num_frames'] for v in videos]
+    self._first_frame = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    super().__init__([v['path'] for v in videos], counts, [v['fps'] for v in videos],
+                     [sources.scaled_size(v['height'], v['width'], frame_size) for v in videos],
+                     [])
+    self._local = threading.local()
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state['_local']  # Readers stay in the process (and thread) that opened them.
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._local = threading.local()
+
+  def timestamp(self, video: int, t: int) -> float:
+    return float(self._timestamp[self._first_frame[video] + t])
+
+  def source_position(self, video: int, t: int) -> int:
+    return int(self._frame_index[self._first_frame[video] + t])
+
+  def _reader(self, shard: int):
+    readers = getattr(self._local, 'readers', None)
+    if readers is None:
+      readers = self._local.readers = {}
+    if shard not in readers:
+      readers[shard] = array_record_module.ArrayRecordReader(
+          shard_path(self.root, shard, '.array_record'), READ_OPTIONS)
+    return readers[shard]
+
+  def frame(self, video: int, t: int) -> np.ndarray:
+    self._check(video, t)
+    record = self._reader(int(self._shard[video])).read([int(self._first_record[video] + t)])[0]
+    height, width = self.size(video)
+    with Image.open(io.BytesIO(record)) as image:
+      image.draft('RGB', (width, height))  # JPEG decodes straight to a smaller scale.
+      pixels = np.asarray(image.convert('RGB'))
+    return sources.resize(pixels, (height, width))
+
+
+def open_prepared(root: str, frame_size: int, where: str):
+  """The arrayrecord: source, or a ConfigError when root holds no prepared index."""
+  from vidjax.config_checks import ConfigError
+  if not os.path.isfile(os.path.join(root, 'index.json')):
+    raise ConfigError(f'{where}: {root} has no index.json; expected the output folder of '
+                      'python -m vidjax.prepare')
+  return ArrayRecordFrames(root, frame_size)
