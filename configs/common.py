@@ -37,6 +37,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train='synthetic',
       fps=0.0,  # videos: resampled to this rate (0 = native); frames:, npy: their rate (0 = 30).
       frame_size=160,  # File sources resize frames to this shorter side (0 = as stored).
+      tfds_data_dir='',  # tfds: sources: where the prepared datasets are ('' = TFDS default).
+      tfds_video_key='',  # tfds: the video feature ('' = the first one).
       num_workers=0,  # Grain worker processes; 0 reads in threads of this process.
       read_threads=2,  # Threads per process (or worker), each assembling whole batches.
       prefetch_batches=4,

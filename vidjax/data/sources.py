@@ -20,6 +20,7 @@ Spec strings (config.data.train):
   npy:DIR       every N x H x W x 3 uint8 .npy file under DIR is one video, memory-mapped
   arrayrecord:DIR  the output of `python -m vidjax.prepare` (JPEG frames in ArrayRecord
                 shards; vidjax/data/prepared.py)
+  tfds:NAME[:SPLIT]  a prepared TFDS video dataset, without TensorFlow (tfds_source.py)
 File sources resize frames so the shorter side is config.data.frame_size (0 = as stored).
 frames: and npy: store no frame rate: fps() is config.data.fps, or DEFAULT_FPS (30) when that
 is 0; their frames are never resampled.
@@ -95,7 +96,7 @@ class FileSource:
 
   def __init__(self, paths, frame_counts, fps, sizes, skipped):
     self.paths = list(paths)
-    self._sizes = [tuple(size) for size in sizes]
+    self._sizes = [None if size is None else tuple(size) for size in sizes]
     self._frame_counts = np.asarray(frame_counts, np.int64)
     self._fps = np.broadcast_to(np.asarray(fps, np.float64), (len(self.paths),)).copy()
     self.skipped = list(skipped)
@@ -252,6 +253,9 @@ def open_source(spec: str, config):
   if kind == 'synthetic':
     return SyntheticWorld(split='train', **config.synthetic)
   where = f'config.data.train={spec!r}'
+  if kind == 'tfds':
+    from vidjax.data.tfds_source import open_tfds  # TFDS is imported only when used.
+    return open_tfds(root, config, where)
   expected = {'videos': f'video files ({", ".join(e[1:] for e in VIDEO_EXTENSIONS)})',
               'frames': f'folders of images ({", ".join(e[1:] for e in IMAGE_EXTENSIONS)})',
               'npy': 'N x H x W x 3 uint8 .npy files',
