@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vidjax.data import augment
+from vidjax.data import augment, motion
 
 CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2,
                                       scale=(0.2, 0.6), ratio=(0.75, 1.333), flip=True))
@@ -21,6 +21,32 @@ def test_anchored_crops_share_a_point_and_stay_inside():
     assert np.all(sides >= 0.2 * 90 * 0.99) and np.all(sides <= 0.6 * 90 * 1.01)
     # The intersection of all crops is non-empty: they surround one common point.
     assert boxes[:, 0].max() < boxes[:, 2].min() and boxes[:, 1].max() < boxes[:, 3].min()
+
+
+def _panning_frames(factor):
+  """Two frames of a textured background panned by (3, -5) * factor px, with a grey square
+  that moves on its own from (40, 60) to (46, 66) (times factor)."""
+  rng = np.random.default_rng(0)
+  texture = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+  background = np.repeat(np.repeat(texture, 4 * factor, 0), 4 * factor, 1)  # 120f x 200f
+  a, b = background.copy(), np.roll(background, (3 * factor, -5 * factor), axis=(0, 1))
+  side = 16 * factor
+  a[40 * factor:40 * factor + side, 60 * factor:60 * factor + side] = 128
+  b[46 * factor:46 * factor + side, 66 * factor:66 * factor + side] = 128
+  return a, b
+
+
+def test_motion_anchors_land_on_what_moves_against_the_panning_background():
+  for factor in (1, 2):  # Work size 96: the second pair is reduced 2x before differencing.
+    a, b = _panning_frames(factor)
+    small_a, small_b = a[::factor, ::factor].mean(axis=2), b[::factor, ::factor].mean(axis=2)
+    assert motion.global_shift(small_b, small_a) == (3, -5)
+    rng = np.random.default_rng(1)
+    anchors = np.array([motion.sample_anchor(rng, a, b, uniform_share=0.0)
+                        for _ in range(100)]) / factor
+    on_square = ((anchors[:, 0] >= 56) & (anchors[:, 0] <= 86) &
+                 (anchors[:, 1] >= 36) & (anchors[:, 1] <= 66))
+    assert on_square.mean() > 0.9  # The square covers 4% of the frame.
 
 
 def test_crop_views_shape_and_content():

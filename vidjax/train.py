@@ -77,6 +77,24 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   return new_state, metrics
 
 
+def make_state_and_step(config, mesh):
+  """(model, initial train state replicated over the mesh, jitted state-donating step_fn).
+
+  step_fn(state, global batch, rng) -> (state, metrics); see train_step.
+  """
+  model = build_model(config)
+  tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+  replicated = parallel.replicated(mesh)
+  state = jax.jit(
+      functools.partial(create_train_state, model=model, tx=tx, image_size=config.image_size),
+      out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return model, state, step_fn
+
+
 def _write_json_atomically(path: Path, text: str):
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(text)
@@ -95,12 +113,7 @@ def train_and_evaluate(config, workdir: str):
   if is_chief:
     _write_json_atomically(workdir / 'config.json', config.to_json_best_effort(indent=2))
 
-  model = build_model(config)
-  tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
-  replicated = parallel.replicated(mesh)
-  state = jax.jit(
-      functools.partial(create_train_state, model=model, tx=tx, image_size=config.image_size),
-      out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  model, state, step_fn = make_state_and_step(config, mesh)
   data_iterator = pipeline.make_train_iterator(source, config, jax.process_index(),
                                                jax.process_count())
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
@@ -110,10 +123,6 @@ def train_and_evaluate(config, workdir: str):
     if is_chief:
       print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
 
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
   monitor = KnnMonitor(config, model, mesh)
   writer = metrics_log.MetricWriter(workdir / 'metrics.jsonl', enabled=is_chief)
   if start_step == 0:
