@@ -1,6 +1,12 @@
 """Every test sees 4 fake CPU devices, so data-parallel code runs as on a 4-chip host."""
+import os
+import tempfile
+
 import jax
 from absl import flags
+
+# Open-time indexes are cached (vidjax/data/cache.py); tests keep theirs out of ~/.cache.
+os.environ.setdefault('VIDJAX_CACHE', tempfile.mkdtemp(prefix='vidjax_cache_'))
 
 # Must happen before JAX initialises its backends, i.e. before any test touches a device.
 jax.config.update('jax_num_cpu_devices', 4)

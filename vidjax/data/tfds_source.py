@@ -9,13 +9,10 @@ config.data.tfds_video_key.
 
 Frames stay JPEG/PNG-encoded until asked for: a record's encoded frames are read once per
 sample (each reading thread keeps the last record) and only the frames sampled are decoded.
-Video lengths are counted once by reading every record, and cached in
-~/.cache/vidjax/tfds (keyed by the dataset's files, sizes and times).
+Video lengths are counted once by reading every record, and cached (vidjax/data/cache.py).
 """
 import concurrent.futures
-import hashlib
 import io
-import os
 import re
 import threading
 import types
@@ -24,9 +21,8 @@ import numpy as np
 from PIL import Image
 
 from vidjax.config_checks import ConfigError
-from vidjax.data import sources
+from vidjax.data import cache, sources
 
-CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'vidjax', 'tfds')
 _VERSION = re.compile(r'^\d+\.\d+\.(\d+|\*)(?=:|$)')
 
 
@@ -130,23 +126,13 @@ class TfdsVideos(sources.FileSource):
     self._open()
 
   def _frame_counts_cached(self, builder):
-    files = sorted(str(p) for p in builder.data_path.iterdir())
-    stamp = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
-    key = hashlib.sha1(repr((self.split, self.key, stamp)).encode()).hexdigest()
-    path = os.path.join(CACHE_DIR, f'{key}.npy')
-    if os.path.exists(path):
-      return np.load(path)
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-      counts = np.asarray(list(pool.map(lambda i: len(self._data[i][self.key]),
+    def count():
+      with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return np.asarray(list(pool.map(lambda i: len(self._data[i][self.key]),
                                         range(len(self._data)))), np.int64)
-    try:
-      os.makedirs(CACHE_DIR, exist_ok=True)
-      tmp = f'{path}.{os.getpid()}.tmp.npy'
-      np.save(tmp, counts)
-      os.replace(tmp, path)
-    except OSError:
-      pass  # No cache: the next run counts again.
-    return counts
+
+    stamps = [cache.file_stamp(str(p)) for p in sorted(builder.data_path.iterdir())]
+    return cache.cached('tfds', (self.split, self.key, stamps), count)
 
   def _encoded(self, video: int):
     cached = getattr(self._local, 'record', None)

@@ -5,7 +5,9 @@ keyframes. Container frame counts are not trusted: a truncated mp4 still declare
 frames. One frame is decoded to prove the file readable. Frame t of the resampled video is
 the decoded frame nearest t / fps seconds (fps <= the native rate: never upsampled).
 Measured: 4 ms for bikes.mp4 (0.5 MB), 31 ms for bigbuckbunny.mp4 (1 MB, 720p); files are
-probed 8 at a time. The scan reads every file once, so a large collection opens at disk speed.
+probed 8 at a time. The scan reads every file once; its result is cached per file (keyed by
+path, size and modification time; vidjax/data/cache.py), so a collection opens at disk speed
+the first time and in moments afterwards.
 
 Reading: each reading thread keeps one forward decoding run (an open container, the decoder
 position and the last KEEP decoded frames, still YUV). Frame t is served from the run when
@@ -34,7 +36,7 @@ import av
 import numpy as np
 from absl import logging
 
-from vidjax.data import sources
+from vidjax.data import cache, sources
 
 KEEP = 17  # Decoded frames each reading thread keeps, at most: covers |offsets| <= 8.
 _OPEN_PER_THREAD = 2  # Open containers each reading thread keeps.
@@ -137,8 +139,11 @@ class VideoFiles(sources.FileSource):
   """Every video file under a folder; see the module docstring."""
 
   def __init__(self, paths, fps: float, frame_size: int, keyframes_only: bool = False):
-    usable, skipped = sources.probe_all(
-        paths, lambda path: _probe(path, fps, frame_size, keyframes_only))
+    def probe(path):
+      return cache.cached('videos', (cache.file_stamp(path), fps, frame_size, keyframes_only),
+                          lambda: _probe(path, fps, frame_size, keyframes_only))
+
+    usable, skipped = sources.probe_all(paths, probe)
     self.keyframes_only = keyframes_only
     self.frame_size = frame_size
     self._index = [index for _, index in usable]
