@@ -29,6 +29,10 @@ def test_smoke_run_writes_config_metrics_and_checkpoints(config_module, tmp_path
   records = _metrics(tmp_path)
   knn = [r for r in records if 'knn_top1' in r]
   assert [r['step'] for r in knn] == [0, 3, 6]
+  # Offsets of the 3 x 16 pairs trained on since the last kNN (default pdf: 0 < |dt| <= 4).
+  for r in knn[1:]:
+    assert sum(r['dt_hist'].values()) == 3 * config.batch_size
+    assert set(r['dt_hist']) <= {'1', '2', '3', '4'} and 1 <= r['dt_mean'] <= 4
   steps = [r for r in records if 'loss' in r]
   assert [r['step'] for r in steps] == list(range(1, 7))
   for r in steps:

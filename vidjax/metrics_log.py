@@ -4,6 +4,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 
 class MetricWriter:
   """Appends {"step": ..., **metrics} lines to a JSONL file; resumed runs keep appending."""
@@ -16,9 +18,33 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {'step': int(step)}
-    record.update({k: float(v) for k, v in metrics.items()})
+    record.update({k: v if isinstance(v, dict) else float(v) for k, v in metrics.items()})
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
+
+
+class OffsetHistogram:
+  """Counts of the temporal offsets |dt| (in frames) of the views trained on since the last
+  pop: what the temporal pdf actually delivered after clipping at the video ends."""
+
+  def __init__(self):
+    self.counts = np.zeros(0, np.int64)
+
+  def add(self, dt):
+    """dt: [samples, K] offsets of each view from its sample's anchor (column 0)."""
+    counts = np.bincount(np.abs(np.asarray(dt)[:, 1:]).ravel())
+    if len(counts) > len(self.counts):
+      self.counts = np.pad(self.counts, (0, len(counts) - len(self.counts)))
+    self.counts[:len(counts)] += counts
+
+  def pop(self) -> dict:
+    """{'dt_mean': mean |dt|, 'dt_hist': {'|dt|': count}}, and starts counting afresh."""
+    counts, self.counts = self.counts, np.zeros(0, np.int64)
+    if not counts.sum():
+      return {}
+    offsets = np.arange(len(counts))
+    return {'dt_mean': float((offsets * counts).sum() / counts.sum()),
+            'dt_hist': {str(d): int(n) for d, n in zip(offsets, counts) if n}}
 
 
 def format_duration(seconds: float) -> str:

@@ -131,11 +131,14 @@ def train_and_evaluate(config, workdir: str):
     metrics_log.print_progress(0, config.total_steps, knn_metrics, float('nan'), is_chief)
 
   throughput = metrics_log.Throughput(start_step, config.batch_size)
+  offsets = metrics_log.OffsetHistogram()  # This process's share; logged with the kNN.
   train_rng = jax.device_get(state['rng'])  # A host copy: `state` is donated each step.
   last_saved = start_step
   with checkpointing.StopRequest() as stop:
     for step in range(start_step + 1, config.total_steps + 1):
-      batch = parallel.to_global(next(data_iterator), mesh)
+      local_batch = next(data_iterator)
+      offsets.add(local_batch['dt'])
+      batch = parallel.to_global(local_batch, mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
       is_last = step == config.total_steps
       save_now = step % config.checkpoint_every == 0 or is_last or stop.requested
@@ -158,7 +161,7 @@ def train_and_evaluate(config, workdir: str):
       if step % config.eval_every == 0 or is_last:
         started = time.perf_counter()
         knn_metrics = monitor(state)
-        writer.write(step, knn_metrics)
+        writer.write(step, knn_metrics | offsets.pop())
         metrics_log.print_progress(step, config.total_steps, knn_metrics,
                                    throughput.steps_per_sec, is_chief)
         throughput.pause(time.perf_counter() - started)
