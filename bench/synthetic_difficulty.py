@@ -95,12 +95,15 @@ def main() -> None:
   support, support_labels = synthetic.labelled_crops(split='support', per_class=50, crop_size=32)
   query, query_labels = synthetic.labelled_crops(split='query', per_class=100, crop_size=32)
   print(f'crops: {len(support)} support, {len(query)} query in {time.perf_counter() - start:.1f} s')
-  hog_support, hog_query = hog_features(support), hog_features(query)
+  hog_support = fewshot.flat_centred(hog_features(support))
+  hog_query = fewshot.flat_centred(hog_features(query))
+  pixel_support, pixel_query = fewshot.flat_centred(support), fewshot.flat_centred(query)
   chance = 1 / len(synthetic.CATEGORIES)
   for shots in (1, 5, 20):
-    pixels = fewshot.few_shot_nn_accuracy(support, support_labels, query, query_labels, shots)
+    pixels = fewshot.few_shot_nn_accuracy(pixel_support, support_labels, pixel_query,
+                                          query_labels, shots)
     hogs = fewshot.few_shot_nn_accuracy(hog_support, support_labels, hog_query, query_labels,
-                                             shots)
+                                        shots)
     print(f'{shots:2d}-shot 1-NN top-1 over 10 draws: '
           f'raw pixels {pixels.mean():.3f} ± {pixels.std():.3f}   '
           f'(HOG {hogs.mean():.3f} ± {hogs.std():.3f}; chance {chance:.3f})')

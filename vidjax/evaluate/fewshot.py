@@ -1,27 +1,27 @@
 """Few-shot nearest-neighbour classification: n labelled items per class, repeated draws."""
 import numpy as np
 
+from vidjax.evaluate import knn
 
-def few_shot_nn_accuracy(support: np.ndarray, support_labels: np.ndarray, query: np.ndarray,
-                         query_labels: np.ndarray, shots: int, draws: int = 10,
-                         seed: int = 0) -> np.ndarray:
-  """Top-1 accuracy per draw of 1-nearest-neighbour with `shots` random support items per class.
 
-  Items (images or feature vectors) are flattened and mean-centred per item; similarity is
-  cosine. On raw crops this is the baseline a learnt encoder has to beat on this world.
-  """
-  def features(images):
-    flat = images.reshape(len(images), -1).astype(np.float32)
-    flat -= flat.mean(axis=1, keepdims=True)
-    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+def flat_centred(items) -> np.ndarray:
+  """Each item (image, descriptor) flattened and mean-centred: the raw-pixel baseline's
+  embedding."""
+  flat = np.asarray(items).reshape(len(items), -1).astype(np.float32)
+  return flat - flat.mean(axis=1, keepdims=True)
 
-  support_features, query_features = features(support), features(query)
+
+def few_shot_nn_accuracy(support, support_labels, query, query_labels, shots: int,
+                         draws: int = 10, seed: int = 0) -> np.ndarray:
+  """Top-1 accuracy per draw of cosine 1-nearest-neighbour with `shots` random support
+  embeddings per class (every class must have that many)."""
+  support, query = knn.l2_normalize(support), knn.l2_normalize(query)
+  support_labels, query_labels = np.asarray(support_labels), np.asarray(query_labels)
   rng = np.random.default_rng(seed)
-  classes = np.unique(support_labels)
   accuracies = []
   for _ in range(draws):
     chosen = np.concatenate([rng.choice(np.flatnonzero(support_labels == c), shots, replace=False)
-                             for c in classes])
-    nearest = np.argmax(query_features @ support_features[chosen].T, axis=1)
+                             for c in np.unique(support_labels)])
+    nearest = np.argmax(query @ support[chosen].T, axis=1)
     accuracies.append(np.mean(support_labels[chosen][nearest] == query_labels))
   return np.array(accuracies)
