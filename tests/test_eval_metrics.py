@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vidjax.evaluate import metrics
+from vidjax.evaluate import linear, metrics
 
 
 def _clusters(rng, num_classes, per_class, dim=16, noise=0.8):
@@ -85,3 +85,18 @@ def test_separation_is_higher_within_categories():
   assert abs(sampled['roc_auc'] - result['roc_auc']) < 0.05
   shuffled = metrics.separation_metrics(embeddings, rng.permutation(labels))
   assert abs(shuffled['roc_auc'] - 0.5) < 0.1
+
+
+def test_linear_probe_learns_separable_classes_and_never_looks_at_the_query_to_tune():
+  rng = np.random.default_rng(4)
+  items, labels = _clusters(rng, 5, 60, dim=8, noise=1.0)
+  support, support_labels, query, query_labels = items[::2], labels[::2], items[1::2], labels[1::2]
+  result = linear.linear_probe(support, support_labels, query, query_labels, 5)
+  chance_probe = linear.linear_probe(support, support_labels, query,
+                                     rng.permutation(query_labels), 5)
+  assert result['linear_top1'] > 0.8 and chance_probe['linear_top1'] < 0.4
+  # The regularisation was chosen from the support set alone.
+  assert result['linear']['weight_decays'] == chance_probe['linear']['weight_decays']
+  few = linear.linear_probe(support, support_labels, query, query_labels, 5,
+                            samples_per_class=4, runs=3)
+  assert len(few['linear']['runs']) == 3 and 0.3 < few['linear_top1'] <= result['linear_top1'] + 0.1
