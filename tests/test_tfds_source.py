@@ -4,7 +4,6 @@ import json
 import pickle
 import shutil
 
-import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image

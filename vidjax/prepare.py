@@ -26,6 +26,7 @@ from absl import app, flags
 from PIL import Image
 from array_record.python import array_record_module
 
+from vidjax import atomic
 from vidjax.data import prepared, sources
 from vidjax.metrics_log import format_duration
 
@@ -106,7 +107,7 @@ def _check_options(output: str, options: dict):
             f'--{name}={options[name]} differs from the {before.get(name)} {output} was '
             'prepared with; use the same options to resume it, or another --output')
   else:
-    prepared.write_json(path, options)
+    atomic.write_json(path, options)
 
 
 def _discard_unfinished(output: str):
@@ -243,7 +244,7 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
   progress.advance(0, report['videos_prepared'], len(todo), final=True)
   if report['videos_prepared'] or not os.path.exists(os.path.join(output, 'index.json')):
     prepared.write_index(output)
-  prepared.write_json(os.path.join(output, 'report.json'), report)
+  atomic.write_json(os.path.join(output, 'report.json'), report)
   return report
 
 
@@ -283,7 +284,7 @@ class _ShardWriter:
     self.writer = None
     base = prepared.shard_path(self.output, self.number, '')
     os.replace(base + '.array_record.tmp', base + '.array_record')
-    prepared.write_json(base + '.json', {'videos': self.videos}, indent=None)
+    atomic.write_json(base + '.json', {'videos': self.videos}, indent=None)
     self.number += 1
 
   def abandon(self):

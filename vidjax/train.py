@@ -4,7 +4,6 @@ Read top to bottom: the train state, the pure train step, then `train_and_evalua
 (checks -> data -> model -> resume -> loop with metrics, kNN monitor, checkpoints).
 """
 import functools
-import os
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vidjax import checkpointing, config_checks, losses, metrics_log, optim, parallel
+from vidjax import atomic, checkpointing, config_checks, losses, metrics_log, optim, parallel
 from vidjax.data import augment, pipeline, sources
 from vidjax.models import build_model
 from vidjax.monitor import KnnMonitor
@@ -95,12 +94,6 @@ def make_state_and_step(config, mesh):
   return model, state, step_fn
 
 
-def _write_json_atomically(path: Path, text: str):
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the state."""
   mesh = parallel.make_mesh()
@@ -111,7 +104,7 @@ def train_and_evaluate(config, workdir: str):
   is_chief = jax.process_index() == 0
   source = sources.open_source(config.data.train, config)
   if is_chief:
-    _write_json_atomically(workdir / 'config.json', config.to_json_best_effort(indent=2))
+    atomic.write_text(workdir / 'config.json', config.to_json_best_effort(indent=2))
 
   model, state, step_fn = make_state_and_step(config, mesh)
   data_iterator = pipeline.make_train_iterator(source, config, jax.process_index(),

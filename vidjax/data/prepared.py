@@ -23,23 +23,12 @@ import numpy as np
 from array_record.python import array_record_module
 from PIL import Image
 
+from vidjax import atomic
 from vidjax.data import sources
 
 SHARDS = 'shards'
 RECORD_OPTIONS = 'group_size:1'  # Random access: one record per chunk.
 READ_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
-
-
-def write_atomic(path: str, data: bytes):
-  """Writes `data` to `path` via a temporary name, so `path` is never half-written."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def write_json(path: str, value, indent=1):
-  write_atomic(path, json.dumps(value, indent=indent).encode())
 
 
 def shard_path(root: str, number: int, suffix: str) -> str:
@@ -73,8 +62,8 @@ def write_index(root: str):
   concat = lambda arrays, dtype: np.concatenate(arrays) if arrays else np.zeros(0, dtype)
   np.savez(buffer, video=concat(frame_video, np.int32), frame_index=concat(frame_index, np.int64),
            timestamp=concat(timestamp, np.float64))
-  write_atomic(os.path.join(root, 'index.npz'), buffer.getvalue())
-  write_json(os.path.join(root, 'index.json'), {'videos': videos})
+  atomic.write_bytes(os.path.join(root, 'index.npz'), buffer.getvalue())
+  atomic.write_json(os.path.join(root, 'index.json'), {'videos': videos})
 
 
 class ArrayRecordFrames(sources.FileSource):

@@ -47,7 +47,7 @@ def _allow_video_features_without_tensorflow():
         dtypes=types.SimpleNamespace(as_dtype=np.dtype), uint8=np.uint8, uint16=np.uint16)
 
 
-def _keep_encoded_decoder():
+def keep_encoded_decoder():
   import tensorflow_datasets as tfds
 
   class KeepEncoded(tfds.decode.Decoder):
@@ -112,7 +112,7 @@ class TfdsVideos(sources.FileSource):
   def _open(self):
     import tensorflow_datasets as tfds
     self._data = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
-                                  download=False, decoders={self.key: _keep_encoded_decoder()})
+                                  download=False, decoders={self.key: keep_encoded_decoder()})
     self._local = threading.local()
 
   def __getstate__(self):

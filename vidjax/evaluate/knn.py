@@ -21,11 +21,17 @@ def exact_cosine_index(embeddings):
 
 
 def knn_class_scores(support, support_labels, query, num_classes: int, k: int,
-                     temperature: float):
-  """[Q, num_classes] summed vote weights of each query's k nearest support embeddings."""
+                     temperature: float, index=None):
+  """[Q, num_classes] summed vote weights of each query's k nearest support embeddings.
+
+  index: a faiss inner-product index over the normalised support (default: an exact one);
+  an approximate index may find fewer than k neighbours, and the missing ones do not vote.
+  """
   k = min(k, len(support))
-  similarity, neighbours = exact_cosine_index(support).search(l2_normalize(query), k)
-  votes = np.exp(similarity / temperature)
+  index = index if index is not None else exact_cosine_index(support)
+  similarity, neighbours = index.search(l2_normalize(query), k)
+  votes = np.where(neighbours >= 0, np.exp(similarity / temperature), 0.0)
+  neighbours = np.maximum(neighbours, 0)
   scores = np.zeros((len(query), num_classes), np.float64)
   rows = np.repeat(np.arange(len(query)), k)
   np.add.at(scores, (rows, np.asarray(support_labels)[neighbours].ravel()), votes.ravel())

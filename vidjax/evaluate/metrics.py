@@ -10,11 +10,14 @@ from vidjax.evaluate import fewshot, knn
 
 
 def knn_metrics(support, support_labels, query, query_labels, num_classes: int,
-                ks=(1, 20, 200), temperature: float = 0.07) -> dict:
-  """Weighted kNN (votes exp(sim / T)): knn_top1/top5 at k = 20, and top1/top5 for each k."""
+                ks=(1, 20, 200), temperature: float = 0.07, index=None) -> dict:
+  """Weighted kNN (votes exp(sim / T)): knn_top1/top5 at k = 20, and top1/top5 for each k.
+
+  index: the faiss index over the support to search (default: exact)."""
   per_k = {}
   for k in ks:
-    scores = knn.knn_class_scores(support, support_labels, query, num_classes, k, temperature)
+    scores = knn.knn_class_scores(support, support_labels, query, num_classes, k, temperature,
+                                  index)
     per_k[str(k)] = {'top1': knn.topk_accuracy(scores, query_labels, 1),
                      'top5': knn.topk_accuracy(scores, query_labels, 5)}
   main = per_k.get('20') or per_k[str(ks[0])]

