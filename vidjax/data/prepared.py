@@ -131,4 +131,10 @@ def open_prepared(root: str, frame_size: int, where: str):
   if not os.path.isfile(os.path.join(root, 'index.json')):
     raise ConfigError(f'{where}: {root} has no index.json; expected the output folder of '
                       'python -m vidjax.prepare')
-  return ArrayRecordFrames(root, frame_size)
+  source = ArrayRecordFrames(root, frame_size)
+  missing = sorted({shard_path(root, int(s), '.array_record') for s in source._shard
+                    if not os.path.isfile(shard_path(root, int(s), '.array_record'))})
+  if missing:
+    raise ConfigError(f'{where}: {len(missing)} shard files its index lists are missing (e.g. '
+                      f'{missing[0]}); re-run python -m vidjax.prepare on it')
+  return source
