@@ -2,10 +2,14 @@
 
 The batch is sharded along 'data', parameters and optimiser state are replicated; XLA
 inserts the cross-device reductions, so BatchNorm statistics and contrastive negatives span
-the global batch. The same code runs on one device, many, or many hosts.
+the global batch. The same code runs on one device, many, or many hosts: with several
+processes (vidjax/multihost.py) the mesh holds every process's devices, each process feeds
+only the rows of a global batch that its own devices hold, and `gather` brings a sharded
+result back to every process.
 """
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
@@ -25,8 +29,41 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def local_rows(mesh, global_rows: int) -> slice:
+  """The rows of a [global_rows, ...] batch-sharded array that this process's devices hold.
+
+  jax.make_array_from_process_local_data places a process's data in exactly these rows, so
+  the input pipeline must read them; they are contiguous on a one-axis mesh.
+  """
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((global_rows,))
+  starts = [index[0].start or 0 for index in index_map.values()]
+  stops = [global_rows if index[0].stop is None else index[0].stop
+           for index in index_map.values()]
+  rows = slice(min(starts), max(stops))
+  expected = global_rows // mesh.devices.size * len(index_map)
+  if rows.stop - rows.start != expected:
+    raise ValueError(f'the devices of process {jax.process_index()} are not contiguous in '
+                     f'the mesh {mesh.devices.tolist()}')
+  return rows
+
+
+def data_shard(mesh) -> tuple:
+  """(index, count): this process feeds slice `index` of `count` equal slices of a batch."""
+  rows = local_rows(mesh, mesh.devices.size)
+  size = rows.stop - rows.start
+  return rows.start // size, mesh.devices.size // size
+
+
 def to_global(local_batch, mesh):
-  """This process's numpy slice of a batch -> global jax.Arrays sharded along 'data'."""
+  """This process's numpy rows of a batch -> global jax.Arrays sharded along 'data'."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def gather(array) -> np.ndarray:
+  """A jax.Array, however sharded over processes -> its whole value in numpy, on every
+  process (one all-gather across hosts when it spans several)."""
+  if array.is_fully_addressable:
+    return np.asarray(jax.device_get(array))
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))

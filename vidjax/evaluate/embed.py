@@ -18,15 +18,24 @@ def make_embed_fn(model: SSLModel, mesh):
                  out_shardings=parallel.batch_sharding(mesh))
 
 
-def embed_images(embed_fn, variables, images, mesh, batch_size: int = 256):
-  """Embeds a uint8 array in fixed-size batches (one compilation), padding the last one."""
+def embed_images(embed_fn, variables, images, mesh, batch_size: int = 256) -> np.ndarray:
+  """Embeds `images` (a uint8 array, or anything with len() and [start:stop] slicing that
+  returns one) in fixed-size global batches (one compilation), padding the last one.
+
+  Each process reads and feeds only its own rows of every batch; each batch's features are
+  gathered once, so every process returns the features of all images.
+  """
   num_devices = mesh.devices.size
   batch_size = max(num_devices, batch_size // num_devices * num_devices)
+  rows = parallel.local_rows(mesh, batch_size)
+  local_size = rows.stop - rows.start
   outputs = []
   for start in range(0, len(images), batch_size):
-    chunk = np.asarray(images[start:start + batch_size])
-    padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                                             chunk.dtype)]) if len(chunk) < batch_size else chunk
-    features = embed_fn(variables, parallel.to_global(padded, mesh))
-    outputs.append(np.asarray(jax.device_get(features))[:len(chunk)])
+    lo, hi = (min(start + row, len(images)) for row in (rows.start, rows.stop))
+    # A process whose rows all lie past the end reads one image only for its shape.
+    chunk = np.asarray(images[lo:hi] if hi > lo else images[0:1][:0])
+    padded = np.concatenate([chunk, np.zeros((local_size - len(chunk),) + chunk.shape[1:],
+                                             chunk.dtype)]) if len(chunk) < local_size else chunk
+    features = parallel.gather(embed_fn(variables, parallel.to_global(padded, mesh)))
+    outputs.append(features[:min(batch_size, len(images) - start)])
   return np.concatenate(outputs)

@@ -3,7 +3,8 @@ of their embeddings to disk, plus the faiss index saved next to them.
 
 Embeddings are written batch by batch into a memory-mapped .npy under a temporary name
 (renamed when complete), so memory stays flat in the size of the set; `<name>.jsonl` holds
-one line per row: id (path), label and class name.
+one line per row: id (path), label and class name. In a multi-host run every process reads
+and embeds its rows of each batch and process 0 alone writes.
 """
 import json
 import os
@@ -22,16 +23,17 @@ INITS = ('trained', 'random', 'pixels')
 
 
 def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
-  """(images uint8 [n, S, S, 3] -> embeddings [n, D], description) for one --init."""
+  """(ImageRows -> embeddings [n, D] numpy, description) for one --init."""
   if init == 'pixels':
-    return fewshot.flat_centred, 'raw pixels (flattened, mean-centred)'
+    return (lambda rows: fewshot.flat_centred(rows[0:len(rows)])), \
+        'raw pixels (flattened, mean-centred)'
   model, state, _ = train.make_state_and_step(config, mesh)
   description = f'random init (seed {config.seed})'
   if init == 'trained':
     state, description = _restore(state, workdir, checkpoint)
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   embed_fn = embed.make_embed_fn(model, mesh)
-  return (lambda images: embed.embed_images(embed_fn, variables, images, mesh)), description
+  return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
 
 
 def _restore(state_like, workdir: str, checkpoint: str):
@@ -57,18 +59,41 @@ def _restore(state_like, workdir: str, checkpoint: str):
   return restored['state'], f'checkpoint {directory / str(step)}'
 
 
+class ImageRows:
+  """Rows start..stop of a LabelledImages set as model-sized images: len() and [a:b]
+  slicing give uint8 [n, size, size, 3], read from the set only when sliced."""
+
+  def __init__(self, images, size: int, start: int = 0, stop: int | None = None):
+    self.images, self.size, self.start = images, size, start
+    self.stop = len(images) if stop is None else min(stop, len(images))
+
+  def __len__(self):
+    return self.stop - self.start
+
+  def __getitem__(self, rows: slice) -> np.ndarray:
+    start, stop, _ = rows.indices(len(self))
+    return self.images.images(self.start + start, self.start + stop, self.size)
+
+
 def export_embeddings(images, encoder, image_size: int, out_dir: str, name: str,
-                      batch_size: int = 256) -> np.ndarray:
-  """Embeds every image of a LabelledImages set into out_dir/<name>.npy (+ .jsonl)."""
-  os.makedirs(out_dir, exist_ok=True)
+                      batch_size: int = 256, write: bool = True):
+  """Embeds every image of a LabelledImages set into out_dir/<name>.npy (+ .jsonl); returns
+  them memory-mapped. With write=False (processes other than 0 of a multi-host run) it only
+  takes part in embedding each batch, and returns None."""
+  if write:
+    os.makedirs(out_dir, exist_ok=True)
   path, tmp = os.path.join(out_dir, f'{name}.npy'), os.path.join(out_dir, f'{name}.tmp.npy')
   output = None
   for start in range(0, len(images), batch_size):
-    features = np.asarray(encoder(images.images(start, start + batch_size, image_size)),
+    features = np.asarray(encoder(ImageRows(images, image_size, start, start + batch_size)),
                           np.float32)
+    if not write:
+      continue
     if output is None:
       output = np.lib.format.open_memmap(tmp, 'w+', np.float32, (len(images), features.shape[1]))
     output[start:start + len(features)] = features
+  if not write:
+    return None
   output.flush()
   del output
   os.replace(tmp, path)
