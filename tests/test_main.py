@@ -71,7 +71,7 @@ def test_interrupt_saves_and_rerun_resumes_exactly(monkeypatch, tmp_path):
   assert int(stopped['step']) == 4
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4']
   # The checkpoint holds exactly the parameters the interrupted run had.
-  saved = checkpointing.Checkpoints(workdir, 3).restore(4, stopped, _fresh_iterator(config))
+  saved = checkpointing.Checkpoints(workdir, 3).restore(4, stopped)
   jax.tree.map(np.testing.assert_array_equal, _params(saved), _params(stopped))
 
   resumed = train.train_and_evaluate(config, str(workdir))  # The same command again.
@@ -82,11 +82,6 @@ def test_interrupt_saves_and_rerun_resumes_exactly(monkeypatch, tmp_path):
   # uninterrupted one did.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                _params(resumed), _params(uninterrupted))
-
-
-def _fresh_iterator(config):
-  from vidjax.data import pipeline, sources
-  return pipeline.make_train_iterator(sources.open_source('synthetic', config), config)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path):

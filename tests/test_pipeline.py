@@ -56,18 +56,30 @@ def test_processes_read_disjoint_slices_of_the_same_global_batch():
       np.testing.assert_array_equal(joined, whole[step][key])
 
 
-def test_iterator_state_resumes_with_the_exact_next_batch():
+def test_a_resumed_run_starts_with_exactly_the_next_batch_on_any_process_layout():
   config = _config()
   source = sources.open_source('synthetic', config)
-  iterator = pipeline.make_train_iterator(source, config)
-  _take(iterator, 2)
-  state = iterator.get_state()
-  expected = next(iterator)
-  resumed = pipeline.make_train_iterator(source, config)
-  resumed.set_state(state)
-  actual = next(resumed)
-  for key in expected:
-    np.testing.assert_array_equal(actual[key], expected[key])
+  straight = _take(pipeline.make_train_iterator(source, config), 3)
+  resumed = next(pipeline.make_train_iterator(source, config, first_batch=2))
+  halves = [next(pipeline.make_train_iterator(source, config, p, 2, first_batch=2))
+            for p in range(2)]
+  for key in straight[2]:
+    np.testing.assert_array_equal(resumed[key], straight[2][key])
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), straight[2][key])
+
+
+def test_two_processes_never_read_the_same_sample_in_an_epoch():
+  # 20 videos, global batch 8: an epoch is 2 batches, 16 samples; each process reads 4 a batch.
+  orders = [pipeline.BatchOrder(range(20), 8, seed=3, process_index=p, process_count=2)
+            for p in range(2)]
+  records = [orders[p][i] for p in range(2) for i in range(8)]
+  assert sorted(index for index, _ in records) == list(range(16))
+  assert len({video for _, video in records}) == 16
+  # The same samples as one process reads, whatever the layout.
+  single = pipeline.BatchOrder(range(20), 8, seed=3)
+  assert sorted(records) == sorted(single[i] for i in range(16))
+  # Process 1's first record is the 5th sample of the global stream.
+  assert orders[1][0] == single[4]
 
 
 def test_fewer_videos_than_samples_still_trains(caplog):

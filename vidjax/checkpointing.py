@@ -1,18 +1,26 @@
-"""Orbax checkpoints of the train state and the Grain iterator, and graceful interrupts.
+"""Orbax checkpoints of the train state, and graceful interrupts, on one host or many.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so an
-interrupted save never leaves a half-written checkpoint under a final name.
+interrupted save never leaves a half-written checkpoint under a final name. With several
+processes every one of them takes part in each save and restore (each writes the shards its
+devices hold; the workdir must be on a filesystem all hosts share), and a checkpoint is
+restored onto whatever mesh `state_like` lives on: any process and device count.
+
+The data position is not saved: it follows from the step (vidjax/data/pipeline.py), so a
+run can resume on a different number of processes. Checkpoints of earlier versions, which
+also hold a `data` item (Grain's per-process iterator state), restore the same way.
 """
+import os
 import signal
 from pathlib import Path
 
-import grain
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 class Checkpoints:
-  """workdir/checkpoints/<step>/{state,data}: train state + data iterator position."""
+  """workdir/checkpoints/<step>/state: the train state."""
 
   def __init__(self, workdir, keep: int):
     self.manager = ocp.CheckpointManager(
@@ -22,17 +30,15 @@ class Checkpoints:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_iterator):
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+  def save(self, step: int, state):
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                      force=True)
 
-  def restore(self, step: int, state_like, data_iterator):
-    """Restores `step` into arrays shaped and sharded like `state_like`; the iterator in place."""
+  def restore(self, step: int, state_like):
+    """Restores `step` into arrays shaped and sharded like `state_like`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        state=ocp.args.StandardRestore(abstract)))
     return restored['state']
 
   def close(self):
@@ -41,14 +47,22 @@ class Checkpoints:
 
 
 class StopRequest:
-  """Turns the first SIGINT/SIGTERM into a flag the training loop polls; a second one kills."""
+  """Turns SIGINT/SIGTERM into a stop at a step boundary, after a checkpoint.
+
+  One process: the first signal sets a flag `reached(step)` reports; a second one kills.
+  Several processes must all stop (and save, a collective) at the same step, so SIGTERM is
+  left to JAX's preemption service, which tells every process and picks the step (what
+  cluster schedulers send before evicting a job); SIGINT (Ctrl-C) is turned into a SIGTERM.
+  """
 
   def __init__(self):
     self.requested = False
+    self._multiprocess = jax.process_count() > 1
     self._previous = {}
 
   def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT,) if self._multiprocess else (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
       self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -57,6 +71,14 @@ class StopRequest:
       signal.signal(signum, self._previous[signum])
       signal.raise_signal(signum)
     self.requested = True
+    if self._multiprocess:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def reached(self, step: int) -> bool:
+    """True at the step where the run should save and stop (the same on every process)."""
+    if self._multiprocess:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():

@@ -107,14 +107,17 @@ def train_and_evaluate(config, workdir: str):
     atomic.write_text(workdir / 'config.json', config.to_json_best_effort(indent=2))
 
   model, state, step_fn = make_state_and_step(config, mesh)
-  data_iterator = pipeline.make_train_iterator(source, config, jax.process_index(),
-                                               jax.process_count())
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
   start_step = checkpoints.latest_step() or 0
   if start_step:
-    state = checkpoints.restore(start_step, state, data_iterator)
+    state = checkpoints.restore(start_step, state)
     if is_chief:
       print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
+  # The rows of each global batch this process's devices hold; the next batch follows from
+  # the step, whatever the process layout of the run that saved the checkpoint.
+  shard_index, shard_count = parallel.data_shard(mesh)
+  data_iterator = pipeline.make_train_iterator(source, config, shard_index, shard_count,
+                                               first_batch=start_step)
 
   monitor = KnnMonitor(config, model, mesh)
   writer = metrics_log.MetricWriter(workdir / 'metrics.jsonl', enabled=is_chief)
@@ -134,7 +137,8 @@ def train_and_evaluate(config, workdir: str):
       batch = parallel.to_global(local_batch, mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step))
       is_last = step == config.total_steps
-      save_now = step % config.checkpoint_every == 0 or is_last or stop.requested
+      stop_now = stop.reached(step)
+      save_now = step % config.checkpoint_every == 0 or is_last or stop_now
 
       # Metrics are fetched (a device sync) only when logged, and always before a save, so a
       # checkpoint never holds a diverged state.
@@ -161,10 +165,10 @@ def train_and_evaluate(config, workdir: str):
 
       if save_now:
         started = time.perf_counter()
-        checkpoints.save(step, state, data_iterator)
+        checkpoints.save(step, state)
         last_saved = step
         throughput.pause(time.perf_counter() - started)
-      if stop.requested:
+      if stop_now:
         logging.warning('Interrupted: saved a checkpoint at step %d in %s; run the same '
                         'command again to resume.', step, workdir / 'checkpoints')
         break

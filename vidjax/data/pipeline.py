@@ -2,8 +2,10 @@
 
 Determinism: sample i of the global stream (its video, frames, crops and host-side
 augmentation) is a pure function of (seed, i), whatever the number of processes or workers;
-process p reads its contiguous slice of every global batch. Grain's iterator state is saved
-in checkpoints, so a resumed run continues with exactly the next batch.
+process p of P reads slice p of P of every global batch, so the processes never read the
+same sample. The data position is therefore a function of the step: a resumed run starts
+the iterator at global batch `step` and continues with exactly the next batch, on any
+process layout (Grain's own iterator state, which is per process, is not needed).
 """
 import sys
 
@@ -83,8 +85,10 @@ def trainable_videos(source, pairs_config):
   return keep
 
 
-def make_train_iterator(source, config, process_index: int = 0, process_count: int = 1):
-  """An endless, checkpointable iterator of this process's share of each global batch.
+def make_train_iterator(source, config, process_index: int = 0, process_count: int = 1,
+                        first_batch: int = 0):
+  """An endless iterator of this process's share of each global batch, from global batch
+  number `first_batch` on (a run resumed at step s starts at batch s).
 
   Batches are dicts of numpy arrays: views uint8 [b, K, S, S, 3], video_id [b],
   frame_idx [b, K] and dt [b, K] (frame offsets from the anchor).
@@ -100,7 +104,7 @@ def make_train_iterator(source, config, process_index: int = 0, process_count: i
   order = BatchOrder(video_ids, config.batch_size, config.seed, process_index, process_count)
   dataset = (grain.MapDataset.source(order)
              .map(MakeSample(source, config.data, config.image_size, config.seed))
-             .batch(order.local_batch, drop_remainder=True))
+             .batch(order.local_batch, drop_remainder=True))[first_batch:]
   dataset = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch_batches))
   if config.data.num_workers > 0:
