@@ -132,6 +132,7 @@ def test_two_processes_train_like_one_process_with_four_devices(reference, tmp_p
     if 'knn_top1' in want:  # The kNN monitor: each process embedded its rows (100 queries).
       assert abs(got['knn_top1'] - want['knn_top1']) <= 0.011
       np.testing.assert_allclose(got['feature_rank'], want['feature_rank'], rtol=0.01)
+    assert got.get('dt_hist') == want.get('dt_hist')  # Offsets counted on both processes.
   assert json.loads((tmp_path / 'config.json').read_text())['method'] == 'npair'
   assert 'step 6/6' in results[0][1] and _printed(results[1][1]) == ''
 

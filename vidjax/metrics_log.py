@@ -37,9 +37,12 @@ class OffsetHistogram:
       self.counts = np.pad(self.counts, (0, len(counts) - len(self.counts)))
     self.counts[:len(counts)] += counts
 
-  def pop(self) -> dict:
-    """{'dt_mean': mean |dt|, 'dt_hist': {'|dt|': count}}, and starts counting afresh."""
-    counts, self.counts = self.counts, np.zeros(0, np.int64)
+  def pop(self, combine=lambda counts: counts) -> dict:
+    """{'dt_mean': mean |dt|, 'dt_hist': {'|dt|': count}}, and starts counting afresh.
+
+    combine: maps these counts to the ones reported (e.g. summed over processes).
+    """
+    counts, self.counts = np.asarray(combine(self.counts), np.int64), np.zeros(0, np.int64)
     if not counts.sum():
       return {}
     offsets = np.arange(len(counts))

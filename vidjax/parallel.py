@@ -67,3 +67,12 @@ def gather(array) -> np.ndarray:
   if array.is_fully_addressable:
     return np.asarray(jax.device_get(array))
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def sum_over_processes(counts) -> np.ndarray:
+  """Elementwise sum over all processes of a 1-D host array, zero-padded to the longest."""
+  if jax.process_count() == 1:
+    return np.asarray(counts)
+  length = int(np.max(multihost_utils.process_allgather(np.int32(len(counts)))))
+  padded = np.pad(np.asarray(counts), (0, length - len(counts)))
+  return np.asarray(multihost_utils.process_allgather(padded)).sum(axis=0)

@@ -127,7 +127,7 @@ def train_and_evaluate(config, workdir: str):
     metrics_log.print_progress(0, config.total_steps, knn_metrics, float('nan'), is_chief)
 
   throughput = metrics_log.Throughput(start_step, config.batch_size)
-  offsets = metrics_log.OffsetHistogram()  # This process's share; logged with the kNN.
+  offsets = metrics_log.OffsetHistogram()  # This process's share; summed when logged.
   train_rng = jax.device_get(state['rng'])  # A host copy: `state` is donated each step.
   last_saved = start_step
   with checkpointing.StopRequest() as stop:
@@ -158,7 +158,7 @@ def train_and_evaluate(config, workdir: str):
       if step % config.eval_every == 0 or is_last:
         started = time.perf_counter()
         knn_metrics = monitor(state)
-        writer.write(step, knn_metrics | offsets.pop())
+        writer.write(step, knn_metrics | offsets.pop(parallel.sum_over_processes))
         metrics_log.print_progress(step, config.total_steps, knn_metrics,
                                    throughput.steps_per_sec, is_chief)
         throughput.pause(time.perf_counter() - started)
