@@ -49,9 +49,12 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Crops: 'anchored' = one point, a crop of its own size around it in each frame;
       # 'rrc' = independent random-resized crops. scale = crop side / shorter frame side.
       # anchor: 'motion' draws the point where the frames change after undoing camera
-      # motion (uniform_share of the time uniformly), 'uniform' always uniformly.
-      crop=dict(mode='anchored', anchor='motion', uniform_share=0.2, scale=(0.25, 0.5),
-                ratio=(0.75, 1.333), flip=True),
+      # motion (uniform_share of the time uniformly), 'uniform' always uniformly. track:
+      # later views' crops follow what was under the point (block matching), so that the
+      # views can be further apart in time and show the object over a changed background.
+      # jitter: each anchored view's centre moves off the point by up to this x its size.
+      crop=dict(mode='anchored', anchor='motion', uniform_share=0.2, track=False, jitter=0.0,
+                scale=(0.25, 0.5), ratio=(0.75, 1.333), flip=True),
       # Photometric augmentation, per view; applied inside the jitted train step when
       # on_device, else on the host by the data workers. Stronger hue/saturation/grayscale
       # than SimCLR's: two frames of one object share its colour, which would otherwise be

@@ -5,7 +5,7 @@ import numpy as np
 
 from vidjax.data import augment, motion
 
-CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2,
+CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2, track=False, jitter=0.0,
                                       scale=(0.2, 0.6), ratio=(0.75, 1.333), flip=True))
 PHOTOMETRIC = ml_collections.ConfigDict(dict(
     on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
@@ -21,6 +21,16 @@ def test_anchored_crops_share_a_point_and_stay_inside():
     assert np.all(sides >= 0.2 * 90 * 0.99) and np.all(sides <= 0.6 * 90 * 1.01)
     # The intersection of all crops is non-empty: they surround one common point.
     assert boxes[:, 0].max() < boxes[:, 2].min() and boxes[:, 1].max() < boxes[:, 3].min()
+
+
+def test_jittered_anchored_crops_move_off_the_point_but_keep_it():
+  config = ml_collections.ConfigDict(dict(CROP, jitter=0.4))
+  rng = np.random.default_rng(0)
+  for _ in range(100):
+    boxes = augment.crop_boxes(rng, (90, 160), 2, config, anchor=(80.0, 45.0))
+    assert np.all((boxes[:, 0] <= 80) & (boxes[:, 2] >= 80) & (boxes[:, 1] <= 45)
+                  & (boxes[:, 3] >= 45))
+    assert not np.allclose(boxes[:, :2] + boxes[:, 2:], 2 * np.array([80.0, 45.0]))
 
 
 def _panning_frames(factor):
@@ -47,6 +57,35 @@ def test_motion_anchors_land_on_what_moves_against_the_panning_background():
     on_square = ((anchors[:, 0] >= 56) & (anchors[:, 0] <= 86) &
                  (anchors[:, 1] >= 36) & (anchors[:, 1] <= 66))
     assert on_square.mean() > 0.9  # The square covers 4% of the frame.
+
+
+def test_track_follows_a_moving_object_and_the_panning_background():
+  rng = np.random.default_rng(2)
+  for factor in (1, 2):
+    a, b = _panning_frames(factor)
+    side = 16 * factor
+    patch = rng.integers(0, 256, (side // (2 * factor), side // (2 * factor), 3), np.uint8)
+    patch = np.repeat(np.repeat(patch, 2 * factor, 0), 2 * factor, 1)
+    a[40 * factor:40 * factor + side, 60 * factor:60 * factor + side] = patch
+    b[46 * factor:46 * factor + side, 66 * factor:66 * factor + side] = patch
+    x, y = motion.track(a, b, (68 * factor, 48 * factor))
+    assert abs(x - 74 * factor) <= factor and abs(y - 54 * factor) <= factor
+    x, y = motion.track(a, b, (20 * factor, 100 * factor))  # Background: the camera's (-5, 3).
+    assert abs(x - 15 * factor) <= factor and abs(y - 103 * factor) <= factor
+
+
+def test_tracked_crops_follow_what_was_under_the_point():
+  rng = np.random.default_rng(0)
+  background = np.repeat(np.repeat(rng.integers(0, 256, (30, 50, 3), np.uint8), 4, 0), 4, 1)
+  frames = [background, np.roll(background, (3, -5), axis=(0, 1))]  # A panning camera.
+  differences = {}
+  for track in (False, True):
+    config = ml_collections.ConfigDict(dict(CROP, track=track, scale=(0.3, 0.3),
+                                            ratio=(1.0, 1.0), flip=False))
+    views = [augment.crop_views(np.random.default_rng(seed), frames, config, image_size=36)
+             for seed in range(20)]
+    differences[track] = np.median([np.abs(v[0].astype(int) - v[1]).mean() for v in views])
+  assert differences[True] < 1 and differences[False] > 20
 
 
 def test_crop_views_shape_and_content():

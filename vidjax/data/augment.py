@@ -27,13 +27,13 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no
 def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, anchor=None):
   """[K, 4] float boxes (x0, y0, x1, y1) inside a frame of size `frame_hw`.
 
-  'anchored' crops all surround `anchor` (x, y) (uniformly random if None); 'rrc' crops
-  have independent random centres.
+  'anchored' crops all surround `anchor`: one (x, y), or [K, 2] points, one per view
+  (uniformly random if None); 'rrc' crops have independent random centres.
   """
   height, width = frame_hw
   shorter = min(height, width)
   if crop_config.mode == 'anchored' and anchor is not None:
-    centres = np.broadcast_to(np.asarray(anchor, np.float64), (num_views, 2))
+    centres = np.broadcast_to(np.asarray(anchor, np.float64).reshape(-1, 2), (num_views, 2))
   else:
     centres = rng.uniform((0, 0), (width, height), size=(
         1 if crop_config.mode == 'anchored' else num_views, 2))
@@ -43,6 +43,11 @@ def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, 
                           size=num_views)
   crop_w = np.minimum(side * np.exp(log_ratio / 2), width)
   crop_h = np.minimum(side * np.exp(-log_ratio / 2), height)
+  if crop_config.mode == 'anchored' and crop_config.jitter:
+    # Each view's centre moves off the point by up to `jitter` x its own size: the point
+    # stays inside every crop while the views no longer share their centre.
+    shift = rng.uniform(-crop_config.jitter, crop_config.jitter, (num_views, 2))
+    centres = centres + shift * np.stack([crop_w, crop_h], axis=1)
   # Keep the crop inside the frame by sliding it, so the anchor stays inside it.
   x0 = np.clip(centres[:, 0] - crop_w / 2, 0, width - crop_w)
   y0 = np.clip(centres[:, 1] - crop_h / 2, 0, height - crop_h)
@@ -53,11 +58,18 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int):
   """K frames (HxWx3 uint8, one video) -> [K, S, S, 3] uint8 crops, randomly flipped.
 
   With crop_config.anchor == 'motion', anchored crops centre on what moves between the
-  first two frames (see motion.py) rather than on a uniformly random point.
+  first two frames (see motion.py) rather than on a uniformly random point; with
+  crop_config.track, each later view's crop follows what was under the point in the first
+  frame (motion.track) instead of staying at the same place.
   """
   anchor = None
-  if crop_config.mode == 'anchored' and crop_config.anchor == 'motion':
-    anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share)
+  if crop_config.mode == 'anchored':
+    if crop_config.anchor == 'motion':
+      anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share)
+    elif crop_config.track:
+      anchor = (rng.uniform(0, frames[0].shape[1]), rng.uniform(0, frames[0].shape[0]))
+    if crop_config.track:
+      anchor = [anchor] + [motion.track(frames[0], frame, anchor) for frame in frames[1:]]
   boxes = crop_boxes(rng, frames[0].shape[:2], len(frames), crop_config, anchor)
   flips = rng.random(len(frames)) < 0.5 if crop_config.flip else np.zeros(len(frames), bool)
   views = []
