@@ -5,6 +5,7 @@ coordinated on 127.0.0.1 and has 2 fake CPU devices; cross-process collectives g
 gloo, jax 0.10.2's default CPU implementation. This pytest process has 4 fake devices
 (conftest.py) and computes the one-process references.
 """
+import concurrent.futures
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / 'tests' / 'multiprocess_child.py'
 SMOKE = ['--config=configs/npair.py:smoke']
 TIMEOUT = 240
+INTERLEAVED = {'INTERLEAVE_MESH': '1'}  # See multiprocess_child.py.
 
 
 def _free_port() -> int:
@@ -48,9 +50,13 @@ def _start(program, flags, env_for=lambda process: {}):
 
 
 def _finish(processes, timeout=TIMEOUT):
-  """Waits for both processes: [(returncode, stdout, stderr)]; kills them on a timeout."""
+  """Waits for both processes: [(returncode, stdout, stderr)]; kills them on a timeout.
+
+  Their pipes are drained at the same time: one blocked on a full pipe would stall the
+  other in a collective."""
   try:
-    outputs = [p.communicate(timeout=timeout) for p in processes]
+    with concurrent.futures.ThreadPoolExecutor(len(processes)) as pool:
+      outputs = list(pool.map(lambda p: p.communicate(timeout=timeout), processes))
     return [(p.returncode, *output) for p, output in zip(processes, outputs)]
   finally:
     for p in processes:
@@ -59,8 +65,8 @@ def _finish(processes, timeout=TIMEOUT):
         p.communicate()
 
 
-def _run(program, flags):
-  results = _finish(_start(program, flags))
+def _run(program, flags, env=None):
+  results = _finish(_start(program, flags, lambda process: env or {}))
   for process, (code, _, stderr) in enumerate(results):
     assert code == 0, f'process {process}: {stderr[-3000:]}'
   return results
@@ -149,16 +155,20 @@ def test_killed_process_then_restart_resumes_from_the_last_checkpoint(reference,
     processes[1].wait(timeout=TIMEOUT)
   finally:
     processes[0].send_signal(signal.SIGKILL)
-    _finish(processes)
-  assert processes[1].returncode == -signal.SIGKILL
-  assert sorted(p for p in os.listdir(workdir / 'checkpoints') if p.isdigit()) == ['3']
+    killed = _finish(processes)
+  assert processes[1].returncode == -signal.SIGKILL, killed[1][2][-3000:]
+  saved = sorted(p for p in os.listdir(workdir / 'checkpoints') if p.isdigit())
+  assert saved == ['3'], (saved, killed[0][2][-3000:])
 
   # The same run on a different process layout: this process, 4 devices.
   shutil.copytree(workdir, tmp_path / 'one_process')
-  resumed_here = train.train_and_evaluate(npair.get_config('smoke'), str(tmp_path / 'one_process'))
+  resumed_here = train.train_and_evaluate(npair.get_config('smoke'),
+                                          str(tmp_path / 'one_process'))
 
-  results = _run('main', flags)  # Both processes restarted with the same command.
-  assert f"Resumed from {workdir / 'checkpoints'} at step 3" in results[0][1]
+  # Both processes restarted with the same command, on yet another layout: their devices
+  # interleaved in the mesh, so each reads two separate blocks of samples of every batch.
+  results = _run('main', flags, INTERLEAVED)
+  assert f"Resumed from {workdir / 'checkpoints'} at step 3" in results[0][1], results[0][2]
   assert [r['step'] for r in _metrics(workdir) if 'loss' in r][-3:] == [4, 5, 6]
   _assert_states_close(_restore(workdir, 6, one_state), one_state, initial)
   _assert_states_close(resumed_here, one_state, initial)
@@ -187,8 +197,9 @@ def test_two_process_evaluation_embeds_like_one(reference, tmp_path):
   one_workdir = reference[0]
   shutil.copytree(one_workdir, tmp_path / 'run')  # A checkpoint written by one process.
   workdir = tmp_path / 'run'
+  # Interleaved devices: each process feeds two separate blocks of rows of every batch.
   results = _run('evaluate', [f'--workdir={workdir}', '--init=trained', '--shots=1,5',
-                              '--draws=2', '--linear_runs=1', '--grid_queries=2'])
+                              '--draws=2', '--linear_runs=1', '--grid_queries=2'], INTERLEAVED)
   assert '| trained |' in results[0][1] and _printed(results[1][1]) == ''
   saved = json.loads((workdir / 'eval' / 'trained' / 'metrics.json').read_text())
   assert saved['num_support'] == 100 and 0 <= saved['knn_top1'] <= 1

@@ -49,7 +49,8 @@ def test_processes_read_disjoint_slices_of_the_same_global_batch():
   config = _config()
   source = sources.open_source('synthetic', config)
   whole = _take(pipeline.make_train_iterator(source, config), 3)
-  halves = [_take(pipeline.make_train_iterator(source, config, p, 2), 3) for p in range(2)]
+  halves = [_take(pipeline.make_train_iterator(source, config, range(4 * p, 4 * p + 4)), 3)
+            for p in range(2)]
   for step in range(3):
     for key in whole[step]:
       joined = np.concatenate([halves[0][step][key], halves[1][step][key]])
@@ -61,16 +62,18 @@ def test_a_resumed_run_starts_with_exactly_the_next_batch_on_any_process_layout(
   source = sources.open_source('synthetic', config)
   straight = _take(pipeline.make_train_iterator(source, config), 3)
   resumed = next(pipeline.make_train_iterator(source, config, first_batch=2))
-  halves = [next(pipeline.make_train_iterator(source, config, p, 2, first_batch=2))
-            for p in range(2)]
+  # Two processes whose devices hold rows 0, 1, 4, 5 and 2, 3, 6, 7 of every batch.
+  rows = [[0, 1, 4, 5], [2, 3, 6, 7]]
+  shares = [next(pipeline.make_train_iterator(source, config, r, first_batch=2)) for r in rows]
   for key in straight[2]:
     np.testing.assert_array_equal(resumed[key], straight[2][key])
-    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), straight[2][key])
+    for share, r in zip(shares, rows):
+      np.testing.assert_array_equal(share[key], straight[2][key][r])
 
 
 def test_two_processes_never_read_the_same_sample_in_an_epoch():
   # 20 videos, global batch 8: an epoch is 2 batches, 16 samples; each process reads 4 a batch.
-  orders = [pipeline.BatchOrder(range(20), 8, seed=3, process_index=p, process_count=2)
+  orders = [pipeline.BatchOrder(range(20), 8, seed=3, rows=range(4 * p, 4 * p + 4))
             for p in range(2)]
   records = [orders[p][i] for p in range(2) for i in range(8)]
   assert sorted(index for index, _ in records) == list(range(16))

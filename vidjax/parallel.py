@@ -29,29 +29,15 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def local_rows(mesh, global_rows: int) -> slice:
-  """The rows of a [global_rows, ...] batch-sharded array that this process's devices hold.
-
-  jax.make_array_from_process_local_data places a process's data in exactly these rows, so
-  the input pipeline must read them; they are contiguous on a one-axis mesh.
+def local_rows(mesh, global_rows: int) -> np.ndarray:
+  """Indices of the rows of a [global_rows, ...] batch-sharded array that this process's
+  devices hold, ascending: the order in which jax.make_array_from_process_local_data lays
+  out a process's data. One block on CPU and GPU meshes; jax.make_mesh's topology-aware
+  device order on a TPU pod can interleave the hosts.
   """
   index_map = batch_sharding(mesh).addressable_devices_indices_map((global_rows,))
-  starts = [index[0].start or 0 for index in index_map.values()]
-  stops = [global_rows if index[0].stop is None else index[0].stop
-           for index in index_map.values()]
-  rows = slice(min(starts), max(stops))
-  expected = global_rows // mesh.devices.size * len(index_map)
-  if rows.stop - rows.start != expected:
-    raise ValueError(f'the devices of process {jax.process_index()} are not contiguous in '
-                     f'the mesh {mesh.devices.tolist()}')
-  return rows
-
-
-def data_shard(mesh) -> tuple:
-  """(index, count): this process feeds slice `index` of `count` equal slices of a batch."""
-  rows = local_rows(mesh, mesh.devices.size)
-  size = rows.stop - rows.start
-  return rows.start // size, mesh.devices.size // size
+  return np.array(sorted(row for index in index_map.values()
+                         for row in range(*index[0].indices(global_rows))))
 
 
 def to_global(local_batch, mesh):

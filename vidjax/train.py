@@ -113,11 +113,10 @@ def train_and_evaluate(config, workdir: str):
     state = checkpoints.restore(start_step, state)
     if is_chief:
       print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
-  # The rows of each global batch this process's devices hold; the next batch follows from
-  # the step, whatever the process layout of the run that saved the checkpoint.
-  shard_index, shard_count = parallel.data_shard(mesh)
-  data_iterator = pipeline.make_train_iterator(source, config, shard_index, shard_count,
-                                               first_batch=start_step)
+  # This process reads the samples of the rows its devices hold; the next batch follows
+  # from the step, whatever the process layout of the run that saved the checkpoint.
+  data_iterator = pipeline.make_train_iterator(
+      source, config, parallel.local_rows(mesh, config.batch_size), first_batch=start_step)
 
   monitor = KnnMonitor(config, model, mesh)
   writer = metrics_log.MetricWriter(workdir / 'metrics.jsonl', enabled=is_chief)

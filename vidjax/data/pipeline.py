@@ -1,11 +1,13 @@
 """The Grain input pipeline: video order -> temporal sample -> crops -> batches.
 
 Determinism: sample i of the global stream (its video, frames, crops and host-side
-augmentation) is a pure function of (seed, i), whatever the number of processes or workers;
-process p of P reads slice p of P of every global batch, so the processes never read the
-same sample. The data position is therefore a function of the step: a resumed run starts
-the iterator at global batch `step` and continues with exactly the next batch, on any
-process layout (Grain's own iterator state, which is per process, is not needed).
+augmentation) is a pure function of (seed, i), whatever the number of processes or workers.
+Each process reads, of every global batch, only the samples of the rows its devices hold
+(parallel.local_rows), so every sample sits in the same row as on one process (on-device
+augmentation draws per row) and no two processes read the same sample. The data position
+is therefore a function of the step: a resumed run starts the iterator at global batch
+`step` and continues with exactly the next batch, on any process layout (Grain's own
+iterator state, which is per process, is not needed).
 """
 import sys
 
@@ -24,11 +26,12 @@ class BatchOrder:
   when there are at least as many videos as samples in a batch.
   """
 
-  def __init__(self, video_ids, global_batch: int, seed: int, process_index=0, process_count=1):
+  def __init__(self, video_ids, global_batch: int, seed: int, rows=None):
+    """rows: the positions in every global batch this process reads (default: all)."""
     self.video_ids = np.asarray(video_ids)
     self.global_batch = global_batch
-    self.local_batch = global_batch // process_count
-    self.process_index = process_index
+    self.rows = np.arange(global_batch) if rows is None else np.asarray(rows)
+    self.local_batch = len(self.rows)
     self.seed = seed
     num_videos = len(self.video_ids)
     self.per_epoch = num_videos if num_videos < global_batch else (
@@ -39,8 +42,7 @@ class BatchOrder:
 
   def __getitem__(self, local_index: int):
     batch_index, offset = divmod(local_index, self.local_batch)
-    global_index = (batch_index * self.global_batch + self.process_index * self.local_batch
-                    + offset)
+    global_index = batch_index * self.global_batch + int(self.rows[offset])
     epoch, position = divmod(global_index, self.per_epoch)
     shuffled = grain.experimental.index_shuffle(
         position, max_index=len(self.video_ids) - 1,
@@ -85,10 +87,10 @@ def trainable_videos(source, pairs_config):
   return keep
 
 
-def make_train_iterator(source, config, process_index: int = 0, process_count: int = 1,
-                        first_batch: int = 0):
-  """An endless iterator of this process's share of each global batch, from global batch
-  number `first_batch` on (a run resumed at step s starts at batch s).
+def make_train_iterator(source, config, rows=None, first_batch: int = 0):
+  """An endless iterator of this process's share of each global batch: the samples at
+  positions `rows` (default: all), from global batch number `first_batch` on (a run resumed
+  at step s starts at batch s).
 
   Batches are dicts of numpy arrays: views uint8 [b, K, S, S, 3], video_id [b],
   frame_idx [b, K] and dt [b, K] (frame offsets from the anchor).
@@ -101,7 +103,7 @@ def make_train_iterator(source, config, process_index: int = 0, process_count: i
     logging.warning('only %d videos for batches of %d samples: some batches hold several '
                     'samples of one video (the loss treats them as positives, not negatives)',
                     len(video_ids), config.batch_size)
-  order = BatchOrder(video_ids, config.batch_size, config.seed, process_index, process_count)
+  order = BatchOrder(video_ids, config.batch_size, config.seed, rows)
   dataset = (grain.MapDataset.source(order)
              .map(MakeSample(source, config.data, config.image_size, config.seed))
              .batch(order.local_batch, drop_remainder=True))[first_batch:]

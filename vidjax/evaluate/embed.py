@@ -28,14 +28,16 @@ def embed_images(embed_fn, variables, images, mesh, batch_size: int = 256) -> np
   num_devices = mesh.devices.size
   batch_size = max(num_devices, batch_size // num_devices * num_devices)
   rows = parallel.local_rows(mesh, batch_size)
-  local_size = rows.stop - rows.start
+  breaks = np.flatnonzero(np.diff(rows) > 1) + 1
+  runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)]
   outputs = []
   for start in range(0, len(images), batch_size):
-    lo, hi = (min(start + row, len(images)) for row in (rows.start, rows.stop))
+    parts = [np.asarray(images[start + lo:min(start + hi, len(images))]) for lo, hi in runs
+             if start + lo < len(images)]
     # A process whose rows all lie past the end reads one image only for its shape.
-    chunk = np.asarray(images[lo:hi] if hi > lo else images[0:1][:0])
-    padded = np.concatenate([chunk, np.zeros((local_size - len(chunk),) + chunk.shape[1:],
-                                             chunk.dtype)]) if len(chunk) < local_size else chunk
+    chunk = np.concatenate(parts) if parts else np.asarray(images[0:1])[:0]
+    padded = np.concatenate([chunk, np.zeros((len(rows) - len(chunk),) + chunk.shape[1:],
+                                             chunk.dtype)]) if len(chunk) < len(rows) else chunk
     features = parallel.gather(embed_fn(variables, parallel.to_global(padded, mesh)))
     outputs.append(features[:min(batch_size, len(images) - start)])
   return np.concatenate(outputs)
