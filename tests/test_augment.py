@@ -9,7 +9,7 @@ CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform
                                       scale=(0.2, 0.6), ratio=(0.75, 1.333), flip=True))
 PHOTOMETRIC = ml_collections.ConfigDict(dict(
     on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
-    grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2))
+    grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2, invert_prob=0.2))
 
 
 def test_anchored_crops_share_a_point_and_stay_inside():
@@ -108,7 +108,8 @@ def test_photometric_numpy_and_jax_agree():
 
 def test_photometric_with_everything_off_is_identity():
   off = ml_collections.ConfigDict(dict(PHOTOMETRIC))
-  off.update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+  off.update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
+             invert_prob=0.0)
   rng = np.random.default_rng(3)
   images = rng.random((4, 8, 8, 3), dtype=np.float32)
   draws = rng.random((4, augment.NUM_DRAWS), dtype=np.float32)
@@ -119,7 +120,8 @@ def test_grayscale_and_hue_rotation():
   images = np.tile(np.array([0.9, 0.2, 0.1], np.float32), (2, 4, 4, 1))
   draws = np.full((2, augment.NUM_DRAWS), 0.99, np.float32)
   gray = ml_collections.ConfigDict(dict(PHOTOMETRIC))
-  gray.update(jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0, solarize_prob=0.0)
+  gray.update(jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0, solarize_prob=0.0,
+              invert_prob=0.0)
   out = augment.photometric(images, draws, gray)
   np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-6)
   hue = ml_collections.ConfigDict(dict(gray))

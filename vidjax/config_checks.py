@@ -82,7 +82,7 @@ def check_config(config, num_devices: int, num_processes: int = 1):
   _require(0 < crop.ratio[0] <= crop.ratio[1],
            f'config.data.crop.ratio must satisfy 0 < low <= high, got {tuple(crop.ratio)}')
   photometric = config.data.photometric
-  for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob'):
+  for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob', 'invert_prob'):
     _require(0 <= photometric[name] <= 1,
              f'config.data.photometric.{name} must be in [0, 1], got {photometric[name]}')
   fps, frame_size = config.data.fps or 0, config.data.frame_size or 0

@@ -17,8 +17,8 @@ from PIL import Image
 from vidjax.data import motion
 
 # u[:, i] drives: jitter on/off, brightness, contrast, saturation, hue, grayscale on/off,
-# blur on/off, blur sigma, solarise on/off.
-NUM_DRAWS = 9
+# blur on/off, blur sigma, solarise on/off, invert on/off.
+NUM_DRAWS = 10
 _LUMA = (0.299, 0.587, 0.114)
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
@@ -111,7 +111,7 @@ def _gaussian_blur(x, sigma, xp):
 
 
 def photometric(images, u, config, xp=np):
-  """SimCLR-style colour jitter, grayscale, blur, solarise on float images in [0, 1].
+  """SimCLR-style colour jitter, grayscale, blur, solarise, invert on float images in [0, 1].
 
   images: [N, S, S, 3] (square); u: [N, NUM_DRAWS] uniforms in [0, 1).
   """
@@ -138,6 +138,11 @@ def photometric(images, u, config, xp=np):
     x = xp.where(blur, _gaussian_blur(x, sigma, xp), x)
   solarise = (u[:, 8] < config.solarize_prob)[:, None, None, None]
   x = xp.where(solarise & (x >= 0.5), 1.0 - x, x)
+  # Solarising and inverting flip which parts of a thing are light and which dark: two
+  # frames of one object share that pattern even under colour jitter and grayscale, and
+  # matching it tells instances apart without learning their shape.
+  invert = (u[:, 9] < config.invert_prob)[:, None, None, None]
+  x = xp.where(invert, 1.0 - x, x)
   return x.astype(dtype)
 
 
