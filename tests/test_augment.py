@@ -72,6 +72,9 @@ def test_track_follows_a_moving_object_and_the_panning_background():
     assert abs(x - 74 * factor) <= factor and abs(y - 54 * factor) <= factor
     x, y = motion.track(a, b, (20 * factor, 100 * factor))  # Background: the camera's (-5, 3).
     assert abs(x - 15 * factor) <= factor and abs(y - 103 * factor) <= factor
+  # Points on the last row and column of a frame whose size the work size does not divide.
+  odd = np.zeros((193, 291, 3), np.uint8)
+  assert np.allclose(motion.track(odd, odd, (290.9, 192.9)), (290.9, 192.9), atol=1)
 
 
 def test_tracked_crops_follow_what_was_under_the_point():

@@ -97,7 +97,8 @@ def track(frame_a, frame_b, point, search: float = 0.15):
   dy, dx = global_shift(b, a)  # np.roll(a, (dy, dx)) ~ b: camera motion from a to b.
   half = max(4, round(0.12 * min(a.shape)))  # Patch side 2*half+1: about one small object.
   reach = max(1, round(search * min(a.shape)))
-  x, y = int(point[0] / factor), int(point[1] / factor)
+  x = min(int(point[0] / factor), a.shape[1] - 1)
+  y = min(int(point[1] / factor), a.shape[0] - 1)
   pad = half + reach + max(abs(dy), abs(dx))
   a_padded, b_padded = np.pad(a, half, mode='edge'), np.pad(b, pad, mode='edge')
   template = a_padded[y:y + 2 * half + 1, x:x + 2 * half + 1]
