@@ -50,10 +50,10 @@ def initialize_args(coordinator_address=None, num_processes=None, process_id=Non
   if process_id is not None and not (
       process_id >= 0 and (num_processes is None or process_id < num_processes)):
     raise FlagError(f'--process_id must be in 0 .. num_processes-1, got {process_id}'
-                      + (f' with --num_processes={num_processes}' if num_processes else ''))
+                    + (f' with --num_processes={num_processes}' if num_processes else ''))
   if coordinator_address is not None and not re.fullmatch(r'\S+:\d+', coordinator_address):
     raise FlagError(f'--coordinator_address={coordinator_address}: expected host:port, '
-                      'e.g. host0:1234')
+                    'e.g. host0:1234')
   return {'coordinator_address': coordinator_address, 'num_processes': num_processes,
           'process_id': process_id}
 
@@ -68,9 +68,9 @@ def initialize_from_flags():
     jax.distributed.initialize(**args)
   except ValueError as e:  # JAX's auto-detection found no cluster to fill in the gaps.
     raise FlagError(f'--distributed: {e} No cluster was detected (Cloud TPU VM, SLURM, '
-                      'Open MPI); give --coordinator_address, --num_processes and '
-                      '--process_id') from None
+                    'Open MPI); give --coordinator_address, --num_processes and '
+                    '--process_id') from None
   except RuntimeError as e:  # Timed out or refused while connecting to the coordinator.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise FlagError(f'could not join the multi-host run at --coordinator_address='
-                      f'{args["coordinator_address"] or "(detected)"}: {first[:200]}') from None
+                    f'{args["coordinator_address"] or "(detected)"}: {first[:200]}') from None
