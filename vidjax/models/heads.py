@@ -2,11 +2,13 @@
 from typing import Optional
 
 import flax.linen as nn
-import jax.numpy as jnp
+import numpy as np
 
 # ImageNet channel statistics: the usual input normalisation, also right for natural video.
-_MEAN = jnp.array([0.485, 0.456, 0.406])
-_STD = jnp.array([0.229, 0.224, 0.225])
+# numpy, not jax.numpy: a jax array made at import time would start JAX's backend before
+# jax.distributed.initialize can run in a multi-host job.
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class MLP(nn.Module):
