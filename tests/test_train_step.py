@@ -32,6 +32,10 @@ def test_four_devices_equal_one(config_module):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
   config.optim.warmup_steps = 0  # A non-zero learning rate from the first step.
+  # Solarising is a step function of the pixel: a rounding difference in the colour jitter
+  # before it (reductions ordered differently over 4 devices) can flip a pixel across the
+  # threshold and turn float noise into a visible change.
+  config.data.photometric.solarize_prob = 0.0
   rng = np.random.default_rng(0)
   batch = {
       'views': rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8),
