@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vidjax import multihost
+from vidjax import config_checks, multihost, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training config file, e.g. configs/simsiam.py[:smoke].', lock_config=True)
@@ -57,9 +57,6 @@ def main(argv):
     multihost.initialize_from_flags()
   except multihost.FlagError as e:
     sys.exit(f'error: {e}')
-  # Only now: importing the models puts constants on a device, and JAX must have joined a
-  # multi-host run before any device is touched.
-  from vidjax import config_checks, train
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except (config_checks.ConfigError, train.TrainingDiverged) as e:

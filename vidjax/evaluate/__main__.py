@@ -18,9 +18,9 @@ import sys
 from absl import app, flags, logging
 
 from vidjax import multihost
+from vidjax.evaluate import export, protocol
 
-# export.INITS and 'all'; spelled out because importing export would touch a device.
-INIT_CHOICES = ('trained', 'random', 'pixels', 'all')
+INIT_CHOICES = (*export.INITS, 'all')
 
 flags.DEFINE_string('workdir', None, 'The training run to evaluate (holds config.json).')
 flags.DEFINE_string('checkpoint', '', 'A WORKDIR/checkpoints/<step> folder (default: latest).')
@@ -53,9 +53,6 @@ def main(argv):
     multihost.initialize_from_flags()
   except multihost.FlagError as e:
     sys.exit(f'error: {e}')
-  # Only now: importing the models puts constants on a device, and JAX must have joined a
-  # multi-host run before any device is touched.
-  from vidjax.evaluate import protocol
   protocol.run(options)
 
 
