@@ -99,6 +99,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
 
 
+@pytest.mark.parametrize('section, field, value', [
+    ('crop', 'jitter', 0.7), ('photometric', 'invert_prob', 1.5)])
+def test_view_options_out_of_range_fail_before_compute(section, field, value, tmp_path):
+  config = simsiam.get_config('smoke')
+  config.data[section][field] = value
+  with pytest.raises(config_checks.ConfigError, match=f'config.data.{section}.{field} must be'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 @pytest.mark.parametrize('override, message', [
     (dict(batch_size=6), 'not divisible by the 4 devices'),
     (dict(image_size=4), 'too small for resnet10'),

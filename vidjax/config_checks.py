@@ -77,6 +77,9 @@ def check_config(config, num_devices: int, num_processes: int = 1):
            f'expected one of {", ".join(ANCHORS)}')
   _require(0 <= crop.uniform_share <= 1,
            f'config.data.crop.uniform_share must be in [0, 1], got {crop.uniform_share}')
+  _require(0 <= crop.jitter <= 0.5,
+           f'config.data.crop.jitter must be in [0, 0.5] (beyond half a crop the anchor point '
+           f'leaves it), got {crop.jitter}')
   _require(0 < crop.scale[0] <= crop.scale[1] <= 1,
            f'config.data.crop.scale must satisfy 0 < low <= high <= 1, got {tuple(crop.scale)}')
   _require(0 < crop.ratio[0] <= crop.ratio[1],
