@@ -27,10 +27,12 @@ def _one_step(config, mesh, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize('config_module', [simsiam, npair, barlow])
-def test_four_devices_equal_one(config_module):
+@pytest.mark.parametrize('config_module,bn_per_view',
+                         [(simsiam, False), (npair, False), (barlow, False), (simsiam, True)])
+def test_four_devices_equal_one(config_module, bn_per_view):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
+  config.model.bn_per_view = bn_per_view
   config.optim.warmup_steps = 0  # A non-zero learning rate from the first step.
   # Solarising is a step function of the pixel: a rounding difference in the colour jitter
   # before it (reductions ordered differently over 4 devices) can flip a pixel across the
@@ -56,3 +58,39 @@ def test_four_devices_equal_one(config_module):
   changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), state1['params'],
                                          initial))
   assert sum(changed) > len(changed) // 2
+
+
+@pytest.mark.parametrize('bn_per_view', [False, True])
+def test_bn_per_view_keeps_views_apart(bn_per_view):
+  """With per-view BatchNorm, view 0's outputs do not depend on the other views' images."""
+  config = simsiam.get_config('smoke')
+  model = build_model(config)
+  variables = model.init(jax.random.PRNGKey(0), np.zeros((2, 32, 32, 3), np.float32),
+                         train=False)
+  rng = np.random.default_rng(0)
+  views = rng.uniform(size=(8, 2, 32, 32, 3)).astype(np.float32)
+  changed = views.copy()
+  changed[:, 1] = rng.uniform(size=(8, 32, 32, 3))
+  outputs, _ = train.apply_to_views(model, variables, views, bn_per_view)
+  outputs_changed, _ = train.apply_to_views(model, variables, changed, bn_per_view)
+  for name in ('feature', 'z', 'p'):
+    assert outputs[name].shape[:2] == (8, 2)
+    same = np.allclose(outputs[name][:, 0], outputs_changed[name][:, 0], atol=1e-5)
+    assert same == bn_per_view, name
+  if bn_per_view:  # Each view alone equals the model applied to that view's batch.
+    alone, _ = model.apply(variables, views[:, 1], train=True, mutable=['batch_stats'])
+    np.testing.assert_allclose(outputs['z'][:, 1], alone['z'], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('zero_init_residual', [True, False])
+def test_zero_init_residual_sets_last_block_scales(zero_init_residual):
+  config = simsiam.get_config('smoke')
+  config.model.zero_init_residual = zero_init_residual
+  params = build_model(config).init(jax.random.PRNGKey(0), np.zeros((2, 32, 32, 3), np.float32),
+                                    train=False)['params']['encoder']
+  blocks = [name for name in params if 'Block' in name]
+  assert len(blocks) == 4
+  for name in blocks:
+    last_scale = params[name]['BatchNorm_1']['scale']
+    np.testing.assert_array_equal(last_scale, 0.0 if zero_init_residual else 1.0)
+  np.testing.assert_array_equal(params['stem_bn']['scale'], 1.0)

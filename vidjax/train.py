@@ -36,11 +36,35 @@ def create_train_state(rng, *, model, tx, image_size: int):
   }
 
 
+def apply_to_views(model, variables, views, bn_per_view: bool):
+  """Training-mode outputs {name: [B, K, D]} for float views [B, K, S, S, 3], and the
+  updated BatchNorm statistics.
+
+  By default the B*K views are one batch, so BatchNorm statistics cover every view of the
+  global batch. With `bn_per_view` each view position k is a forward pass of its own over
+  the B samples, as the official SimSiam and BYOL code forwards x1 and x2 separately; the
+  running statistics are then updated once per view, in order.
+  """
+  batch_size, num_views = views.shape[:2]
+  if not bn_per_view:
+    outputs, updates = model.apply(variables, views.reshape((-1,) + views.shape[2:]),
+                                   train=True, mutable=['batch_stats'])
+    return ({k: v.reshape(batch_size, num_views, -1) for k, v in outputs.items()},
+            updates['batch_stats'])
+  batch_stats = variables['batch_stats']
+  per_view = []
+  for k in range(num_views):
+    outputs, updates = model.apply(dict(variables, batch_stats=batch_stats), views[:, k],
+                                   train=True, mutable=['batch_stats'])
+    batch_stats = updates['batch_stats']
+    per_view.append(outputs)
+  return {k: jnp.stack([o[k] for o in per_view], axis=1) for k in per_view[0]}, batch_stats
+
+
 def train_step(state, batch, rng, *, model, tx, schedule, config):
   """One optimisation step on a global batch of K-view samples: (state, metrics).
 
-  batch['views'] is uint8 [B, K, S, S, 3]. All views go through the network as one batch of
-  B*K images, so BatchNorm statistics cover every view of the global batch.
+  batch['views'] is uint8 [B, K, S, S, 3]; see apply_to_views for how they share BatchNorm.
   """
   views = batch['views']
   batch_size, num_views = views.shape[:2]
@@ -51,12 +75,11 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     images = augment.photometric(images, draws, photometric_config, xp=jnp)
 
   def loss_fn(params):
-    outputs, updates = model.apply(
-        {'params': params, 'batch_stats': state['batch_stats']}, images, train=True,
-        mutable=['batch_stats'])
-    outputs = {k: v.reshape(batch_size, num_views, -1) for k, v in outputs.items()}
+    outputs, batch_stats = apply_to_views(
+        model, {'params': params, 'batch_stats': state['batch_stats']},
+        images.reshape(views.shape), config.model.bn_per_view)
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss)
-    return loss, (outputs['feature'], updates['batch_stats'])
+    return loss, (outputs['feature'], batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, (features, batch_stats)), grads = grad_fn(state['params'])

@@ -1,0 +1,81 @@
+r"""Pre-training on ground-truth object crops: is a method's failure its views' or its own?
+
+The trainer's views come from video: frames near in time, cropped around what moves. This
+script swaps them for oracle views, two random-resized crops (with flips) of one labelled
+object crop of the synthetic world's training videos, and keeps everything else: the
+config's model, loss, optimiser, on-device photometric augmentation, jitted step and kNN
+monitor. If a method learns here but not from video, the view sampler is to blame; if it
+learns in neither, the method or its settings are.
+
+  python bench/object_crop_views.py --config=configs/npair.py --steps=300
+  python bench/object_crop_views.py --config=configs/simsiam.py --steps=300 \
+      --config.model.zero_init_residual=False
+"""
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from vidjax import parallel, train  # noqa: E402
+from vidjax.data import augment, synthetic  # noqa: E402
+from vidjax.monitor import KnnMonitor  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config file.')
+_STEPS = flags.DEFINE_integer('steps', 300, 'Training steps (the lr schedule spans them).')
+_PER_CLASS = flags.DEFINE_integer('per_class', 200, 'Object instances per category to train on.')
+_EVAL_EVERY = flags.DEFINE_integer('eval_every', 100, 'Steps between kNN evaluations.')
+flags.mark_flags_as_required(['config'])
+
+# Object crops are cut at 1.5x the training image size, so random-resized crops of 60-100%
+# of their side keep most of the object while the two views differ in scale and position.
+_CROP_ZOOM = 1.5
+_VIEW_CROPS = ml_collections.ConfigDict(dict(
+    mode='rrc', anchor='uniform', uniform_share=1.0, track=False, jitter=0.0,
+    scale=(0.6, 1.0), ratio=(0.75, 1.333), flip=True))
+
+
+def oracle_batch(rng, crops, batch_size: int, image_size: int):
+  """A training batch whose K=2 views are random-resized crops of one object crop each."""
+  index = rng.choice(len(crops), batch_size, replace=False)
+  views = np.stack([augment.crop_views(rng, [crops[i], crops[i]], _VIEW_CROPS, image_size)
+                    for i in index])
+  zeros = np.zeros((batch_size, 2), np.int32)
+  # Each object instance is its own "video": no two samples are positives of each other.
+  return {'views': views, 'video_id': index.astype(np.int32), 'frame_idx': zeros, 'dt': zeros}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config.total_steps = _STEPS.value
+  config.data.pairs.num_positives = 2
+  started = time.perf_counter()
+  crops, _ = synthetic.labelled_crops(
+      seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
+      crop_size=round(config.image_size * _CROP_ZOOM), frame_size=config.synthetic.frame_size)
+  print(f'{len(crops)} training object crops in {time.perf_counter() - started:.1f} s',
+        flush=True)
+  mesh = parallel.make_mesh()
+  model, state, step_fn = train.make_state_and_step(config, mesh)
+  monitor = KnnMonitor(config, model, mesh)
+  rng = np.random.default_rng(config.seed)
+  print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f}", flush=True)
+  for step in range(1, config.total_steps + 1):
+    batch = oracle_batch(rng, crops, config.batch_size, config.image_size)
+    state, metrics = step_fn(state, parallel.to_global(batch, mesh),
+                             jax.random.PRNGKey(step))
+    if step % _EVAL_EVERY.value == 0 or step == config.total_steps:
+      knn_metrics = monitor(state)
+      print(f"step {step} | loss {float(metrics['loss']):.4f} | knn_top1 "
+            f"{knn_metrics['knn_top1']:.3f} | feature_rank {knn_metrics['feature_rank']:.1f}",
+            flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
