@@ -24,6 +24,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax import parallel, train  # noqa: E402
 from vidjax.data import augment, synthetic  # noqa: E402
+from vidjax.models import ARCHITECTURES  # noqa: E402
 from vidjax.monitor import KnnMonitor  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config file.')
@@ -50,21 +51,36 @@ def oracle_batch(rng, crops, batch_size: int, image_size: int):
   return {'views': views, 'video_id': index.astype(np.int32), 'frame_idx': zeros, 'dt': zeros}
 
 
+def residual_scale(params, bottleneck: bool) -> float:
+  """Mean |scale| of the residual blocks' last BatchNorm: 0 at a zero-initialised start; a
+  block whose scale stays near 0 leaves its convolutions out of the features."""
+  last = f'BatchNorm_{2 if bottleneck else 1}'  # Flax numbers a block's BNs in call order.
+  encoder = params['encoder']
+  return float(np.mean([np.abs(np.asarray(encoder[block][last]['scale'])).mean()
+                        for block in encoder if 'Block' in block]))
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   config.total_steps = _STEPS.value
   config.data.pairs.num_positives = 2
+  # The oracle batches below are uint8 crops: colour augmentation has to happen in the step.
+  config.data.photometric.on_device = True
   started = time.perf_counter()
   crops, _ = synthetic.labelled_crops(
       seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
       crop_size=round(config.image_size * _CROP_ZOOM), frame_size=config.synthetic.frame_size)
   print(f'{len(crops)} training object crops in {time.perf_counter() - started:.1f} s',
         flush=True)
+  if config.batch_size > len(crops):
+    sys.exit(f'error: --config.batch_size={config.batch_size} exceeds the {len(crops)} object '
+             'crops; raise --per_class')
   mesh = parallel.make_mesh()
   model, state, step_fn = train.make_state_and_step(config, mesh)
   monitor = KnnMonitor(config, model, mesh)
   rng = np.random.default_rng(config.seed)
+  _, bottleneck = ARCHITECTURES[config.model.name]
   print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f}", flush=True)
   for step in range(1, config.total_steps + 1):
     batch = oracle_batch(rng, crops, config.batch_size, config.image_size)
@@ -73,7 +89,8 @@ def main(argv):
     if step % _EVAL_EVERY.value == 0 or step == config.total_steps:
       knn_metrics = monitor(state)
       print(f"step {step} | loss {float(metrics['loss']):.4f} | knn_top1 "
-            f"{knn_metrics['knn_top1']:.3f} | feature_rank {knn_metrics['feature_rank']:.1f}",
+            f"{knn_metrics['knn_top1']:.3f} | feature_rank {knn_metrics['feature_rank']:.1f} | "
+            f"residual_scale {residual_scale(jax.device_get(state['params']), bottleneck):.3f}",
             flush=True)
 
 
