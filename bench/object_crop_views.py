@@ -5,7 +5,8 @@ script swaps them for oracle views, two random-resized crops (with flips) of one
 object crop of the synthetic world's training videos, and keeps everything else: the
 config's model, loss, optimiser, on-device photometric augmentation, jitted step and kNN
 monitor. If a method learns here but not from video, the view sampler is to blame; if it
-learns in neither, the method or its settings are.
+learns in neither, the method or its settings are. At step 0 it also prints how similar the
+random-init projections of two views of one object are, against two different objects.
 
   python bench/object_crop_views.py --config=configs/npair.py --steps=300
   python bench/object_crop_views.py --config=configs/simsiam.py --steps=300 \
@@ -16,13 +17,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from vidjax import parallel, train  # noqa: E402
+from vidjax import losses, parallel, train  # noqa: E402
 from vidjax.data import augment, synthetic  # noqa: E402
 from vidjax.models import ARCHITECTURES  # noqa: E402
 from vidjax.monitor import KnnMonitor  # noqa: E402
@@ -49,6 +51,24 @@ def oracle_batch(rng, crops, batch_size: int, image_size: int):
   zeros = np.zeros((batch_size, 2), np.int32)
   # Each object instance is its own "video": no two samples are positives of each other.
   return {'views': views, 'video_id': index.astype(np.int32), 'frame_idx': zeros, 'dt': zeros}
+
+
+def view_cosine(model, state, batch, config, rng) -> tuple:
+  """Mean cosine of the projections z of two views of one object, and of two different
+  objects, under the config's colour augmentation: how much the views share for the model
+  to amplify (SimSiam) or tell apart (N-pair)."""
+  views = np.asarray(batch['views'], np.float32) / 255
+  shape = views.shape
+  images = views.reshape((-1,) + shape[2:])
+  draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
+  images = augment.photometric(images, draws, config.data.photometric, xp=jnp)
+  outputs, _ = train.apply_to_views(
+      model, {'params': state['params'], 'batch_stats': state['batch_stats']},
+      images.reshape(shape), config.model.bn_per_view)
+  z = np.asarray(losses.l2_normalize(outputs['z']))
+  similarity = z[:, 0] @ z[:, 1].T
+  different = ~np.eye(len(similarity), dtype=bool)
+  return float(np.mean(np.diag(similarity))), float(np.mean(similarity[different]))
 
 
 def residual_scale(params, bottleneck: bool) -> float:
@@ -81,7 +101,12 @@ def main(argv):
   monitor = KnnMonitor(config, model, mesh)
   rng = np.random.default_rng(config.seed)
   _, bottleneck = ARCHITECTURES[config.model.name]
-  print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f}", flush=True)
+  # Its own rng, so that the training batches stay those of the runs the README cites.
+  probe_batch = oracle_batch(np.random.default_rng(config.seed + 1), crops, config.batch_size,
+                             config.image_size)
+  same, different = view_cosine(model, state, probe_batch, config, jax.random.PRNGKey(0))
+  print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f} | view cosine of z: same object "
+        f"{same:.3f}, different objects {different:.3f}", flush=True)
   for step in range(1, config.total_steps + 1):
     batch = oracle_batch(rng, crops, config.batch_size, config.image_size)
     state, metrics = step_fn(state, parallel.to_global(batch, mesh),

@@ -32,8 +32,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is
   # tuned for hundreds of ImageNet epochs; over a few thousand steps it barely moves the
   # weights, so short runs use 0.02 (solo-learn's CIFAR recipes).
+  # predictor_lr_scale / predictor_constant_lr: SimSiam's predictor lr relative to the
+  # peak, and held after warmup instead of decayed (see optim.predictor_schedule).
   config.optim = dict(name='sgd', base_lr=0.05, lr_scaling='linear', momentum=0.9,
-                      weight_decay=5e-4, warmup_steps=50, trust_coefficient=0.02)
+                      weight_decay=5e-4, warmup_steps=50, trust_coefficient=0.02,
+                      predictor_lr_scale=1.0, predictor_constant_lr=False)
 
   config.data = dict(
       # Where training frames come from: a source spec string.

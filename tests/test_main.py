@@ -121,10 +121,11 @@ def test_impossible_values_fail_before_compute(override, message, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
-def test_nonpositive_lars_trust_coefficient_fails_before_compute(tmp_path):
+@pytest.mark.parametrize('field', ['trust_coefficient', 'predictor_lr_scale'])
+def test_nonpositive_optimizer_factor_fails_before_compute(field, tmp_path):
   config = simsiam.get_config('smoke')
-  config.optim.trust_coefficient = 0.0
-  with pytest.raises(config_checks.ConfigError, match='config.optim.trust_coefficient must be'):
+  config.optim[field] = 0.0
+  with pytest.raises(config_checks.ConfigError, match=f'config.optim.{field} must be'):
     train.train_and_evaluate(config, str(tmp_path))
 
 

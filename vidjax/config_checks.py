@@ -47,6 +47,8 @@ def check_config(config, num_devices: int, num_processes: int = 1):
   _require(optim.base_lr > 0, f'config.optim.base_lr must be > 0, got {optim.base_lr}')
   _require(optim.trust_coefficient > 0,
            f'config.optim.trust_coefficient must be > 0, got {optim.trust_coefficient}')
+  _require(optim.predictor_lr_scale > 0,
+           f'config.optim.predictor_lr_scale must be > 0, got {optim.predictor_lr_scale}')
 
   model = config.model
   _require(model.name in ARCHITECTURES, f'config.model.name: unknown {model.name!r}; expected '

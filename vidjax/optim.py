@@ -36,9 +36,7 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(optim_config, batch_size: int, total_steps: int):
-  """(optax transformation, schedule) for `optim_config.name` in {sgd, lars, adamw}."""
-  schedule = learning_rate_schedule(optim_config, batch_size, total_steps)
+def _base_optimizer(optim_config, schedule):
   name = optim_config.name
   if name == 'sgd':
     tx = optax.chain(
@@ -53,4 +51,34 @@ def make_optimizer(optim_config, batch_size: int, total_steps: int):
     tx = optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
   else:
     raise ValueError(f"config.optim.name: expected sgd, lars or adamw, got {name!r}")
-  return tx, schedule
+  return tx
+
+
+def predictor_schedule(optim_config, batch_size: int, total_steps: int):
+  """SimSiam's predictor lr: `predictor_lr_scale` x the peak, held after warmup when
+  `predictor_constant_lr` (the paper's 'fixed lr for the predictor'), else decayed."""
+  scale = optim_config.get('predictor_lr_scale', 1.0)
+  if not optim_config.get('predictor_constant_lr', False):
+    return lambda step: scale * learning_rate_schedule(optim_config, batch_size, total_steps)(step)
+  peak = scale * peak_learning_rate(optim_config, batch_size)
+  warmup = min(optim_config.warmup_steps, max(total_steps - 1, 0))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)],
+      [max(warmup, 1)])
+
+
+def make_optimizer(optim_config, batch_size: int, total_steps: int):
+  """(optax transformation, encoder/projector lr schedule) for `optim_config.name` in
+  {sgd, lars, adamw}; a 'predictor' subtree gets its own schedule (predictor_schedule)."""
+  schedule = learning_rate_schedule(optim_config, batch_size, total_steps)
+  tx = _base_optimizer(optim_config, schedule)
+  if (optim_config.get('predictor_lr_scale', 1.0) == 1.0
+      and not optim_config.get('predictor_constant_lr', False)):
+    return tx, schedule
+  predictor_tx = _base_optimizer(
+      optim_config, predictor_schedule(optim_config, batch_size, total_steps))
+
+  def labels(params):  # A prefix tree: one label per top-level module.
+    return {name: 'predictor' if name == 'predictor' else 'rest' for name in params}
+
+  return optax.multi_transform({'rest': tx, 'predictor': predictor_tx}, labels), schedule
