@@ -22,10 +22,14 @@ def peak_learning_rate(optim_config, batch_size: int) -> float:
   raise ValueError(f"config.optim.lr_scaling: expected linear, sqrt or none, got {scaling!r}")
 
 
-def learning_rate_schedule(optim_config, batch_size: int, total_steps: int):
-  """Linear warmup from 0, then cosine decay to 0 at `total_steps`."""
-  peak = peak_learning_rate(optim_config, batch_size)
+def learning_rate_schedule(optim_config, batch_size: int, total_steps: int, *,
+                           scale: float = 1.0, decay: bool = True):
+  """Linear warmup from 0 to `scale` x the peak, then cosine decay to 0 at `total_steps`
+  (or held at the peak when not `decay`)."""
+  peak = scale * peak_learning_rate(optim_config, batch_size)
   warmup = min(optim_config.warmup_steps, max(total_steps - 1, 0))
+  if not decay:  # optax's constant schedule stays at 0 throughout when warmup is 0 steps.
+    return optax.warmup_constant_schedule(0.0, peak, max(warmup, 1))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1), end_value=0.0)
@@ -57,14 +61,10 @@ def _base_optimizer(optim_config, schedule):
 def predictor_schedule(optim_config, batch_size: int, total_steps: int):
   """SimSiam's predictor lr: `predictor_lr_scale` x the peak, held after warmup when
   `predictor_constant_lr` (the paper's 'fixed lr for the predictor'), else decayed."""
-  scale = optim_config.get('predictor_lr_scale', 1.0)
-  if not optim_config.get('predictor_constant_lr', False):
-    return lambda step: scale * learning_rate_schedule(optim_config, batch_size, total_steps)(step)
-  peak = scale * peak_learning_rate(optim_config, batch_size)
-  warmup = min(optim_config.warmup_steps, max(total_steps - 1, 0))
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)],
-      [max(warmup, 1)])
+  # .get: evaluate rebuilds the train state from config.json of runs older than these options.
+  return learning_rate_schedule(optim_config, batch_size, total_steps,
+                                scale=optim_config.get('predictor_lr_scale', 1.0),
+                                decay=not optim_config.get('predictor_constant_lr', False))
 
 
 def make_optimizer(optim_config, batch_size: int, total_steps: int):
