@@ -7,10 +7,14 @@ config's model, loss, optimiser, on-device photometric augmentation, jitted step
 monitor. If a method learns here but not from video, the view sampler is to blame; if it
 learns in neither, the method or its settings are. At step 0 it also prints how similar the
 random-init projections of two views of one object are, against two different objects.
+--init_encoder starts the encoder from another run's checkpoint instead (heads stay random):
+does the method keep, build on or lose features that already know the categories?
 
   python bench/object_crop_views.py --config=configs/npair.py --steps=300
   python bench/object_crop_views.py --config=configs/simsiam.py --steps=300 \
       --config.model.zero_init_residual=False
+  python bench/object_crop_views.py --config=configs/simsiam.py --steps=200 \
+      --init_encoder=runs/npair/checkpoints/600
 """
 import os
 import sys
@@ -25,7 +29,9 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax import losses, parallel, train  # noqa: E402
+from vidjax.config_checks import ConfigError  # noqa: E402
 from vidjax.data import augment, synthetic  # noqa: E402
+from vidjax.evaluate import export, protocol  # noqa: E402
 from vidjax.models import ARCHITECTURES  # noqa: E402
 from vidjax.monitor import KnnMonitor  # noqa: E402
 
@@ -33,6 +39,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config fil
 _STEPS = flags.DEFINE_integer('steps', 300, 'Training steps (the lr schedule spans them).')
 _PER_CLASS = flags.DEFINE_integer('per_class', 200, 'Object instances per category to train on.')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 100, 'Steps between kNN evaluations.')
+_INIT_ENCODER = flags.DEFINE_string(
+    'init_encoder', '', 'A checkpoint folder (WORKDIR/checkpoints/<step>) of a run with the '
+    'same encoder: training starts from its encoder parameters and BatchNorm statistics.')
 flags.mark_flags_as_required(['config'])
 
 # Object crops are cut at 1.5x the training image size, so random-resized crops of 60-100%
@@ -71,6 +80,26 @@ def view_cosine(model, state, batch, config, rng) -> tuple:
   return float(np.mean(np.diag(similarity))), float(np.mean(similarity[different]))
 
 
+def with_encoder_of(state, checkpoint: str, mesh):
+  """`state` with the encoder (parameters and BatchNorm statistics) of another run's
+  checkpoint, WORKDIR/checkpoints/<step>; projector and predictor are left as they are."""
+  workdir = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+  try:
+    other_config = protocol.load_config(workdir)
+    _, other, _ = train.make_state_and_step(other_config, mesh)
+    other, _ = export.restore_state(other, workdir, checkpoint)
+  except ConfigError as error:
+    sys.exit(f'error: --init_encoder={checkpoint}: {error}')
+  shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+  if shapes(other['params']['encoder']) != shapes(state['params']['encoder']):
+    sys.exit(f'error: --init_encoder={checkpoint}: its encoder differs from --config.model '
+             f'({other_config.model.to_dict()} there)')
+  params = dict(state['params'], encoder=other['params']['encoder'])
+  batch_stats = dict(state['batch_stats'], encoder=other['batch_stats']['encoder'])
+  return jax.device_put(dict(state, params=params, batch_stats=batch_stats),
+                        parallel.replicated(mesh))
+
+
 def residual_scale(params, bottleneck: bool) -> float:
   """Mean |scale| of the residual blocks' last BatchNorm: 0 at a zero-initialised start; a
   block whose scale stays near 0 leaves its convolutions out of the features."""
@@ -98,6 +127,8 @@ def main(argv):
              'crops; raise --per_class')
   mesh = parallel.make_mesh()
   model, state, step_fn = train.make_state_and_step(config, mesh)
+  if _INIT_ENCODER.value:
+    state = with_encoder_of(state, _INIT_ENCODER.value, mesh)
   monitor = KnnMonitor(config, model, mesh)
   rng = np.random.default_rng(config.seed)
   _, bottleneck = ARCHITECTURES[config.model.name]

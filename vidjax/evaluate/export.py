@@ -30,13 +30,13 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
   model, state, _ = train.make_state_and_step(config, mesh)
   description = f'random init (seed {config.seed})'
   if init == 'trained':
-    state, description = _restore(state, workdir, checkpoint)
+    state, description = restore_state(state, workdir, checkpoint)
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   embed_fn = embed.make_embed_fn(model, mesh)
   return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
 
 
-def _restore(state_like, workdir: str, checkpoint: str):
+def restore_state(state_like, workdir: str, checkpoint: str = ''):
   """The train state of --checkpoint (a checkpoints/<step> folder) or the workdir's latest."""
   if checkpoint:
     path = Path(checkpoint).absolute()
