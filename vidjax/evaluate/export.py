@@ -36,7 +36,7 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
   return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
 
 
-def restore_state(state_like, workdir: str, checkpoint: str = ''):
+def restore_state(state_like, workdir: str, checkpoint: str):
   """The train state of --checkpoint (a checkpoints/<step> folder) or the workdir's latest."""
   if checkpoint:
     path = Path(checkpoint).absolute()
