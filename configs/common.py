@@ -34,9 +34,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # weights, so short runs use 0.02 (solo-learn's CIFAR recipes).
   # predictor_lr_scale / predictor_constant_lr: SimSiam's predictor lr relative to the
   # peak, and held after warmup instead of decayed (see optim.predictor_schedule).
+  # bias_lr_scale: the lr of biases and BatchNorm parameters (those LARS neither adapts nor
+  # decays) relative to the weights'.
   config.optim = dict(name='sgd', base_lr=0.05, lr_scaling='linear', momentum=0.9,
                       weight_decay=5e-4, warmup_steps=50, trust_coefficient=0.02,
-                      predictor_lr_scale=1.0, predictor_constant_lr=False)
+                      predictor_lr_scale=1.0, predictor_constant_lr=False, bias_lr_scale=1.0)
 
   config.data = dict(
       # Where training frames come from: a source spec string.

@@ -121,7 +121,8 @@ def test_impossible_values_fail_before_compute(override, message, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
-@pytest.mark.parametrize('field', ['trust_coefficient', 'predictor_lr_scale'])
+@pytest.mark.parametrize('field', ['trust_coefficient', 'predictor_lr_scale',
+                                   'bias_lr_scale'])
 def test_nonpositive_optimizer_factor_fails_before_compute(field, tmp_path):
   config = simsiam.get_config('smoke')
   config.optim[field] = 0.0

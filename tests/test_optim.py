@@ -52,3 +52,19 @@ def test_predictor_lr_scale_decays_with_the_rest_by_default():
   for step in (0, 20, 70, 100):
     np.testing.assert_allclose(float(predictor_lr(step)), 3.0 * float(schedule(step)),
                                rtol=1e-6)
+
+
+def test_bias_lr_scale_slows_only_biases_and_batchnorm():
+  config = simsiam.get_config()
+  config.optim.update(name='lars', momentum=0.0, weight_decay=0.0, warmup_steps=0,
+                      base_lr=0.1, lr_scaling='none', bias_lr_scale=0.05)
+  tx, schedule = optim.make_optimizer(config.optim, 256, 100)
+  params = {'encoder': {'kernel': jnp.ones((2, 2)), 'bn': {'scale': jnp.ones(2),
+                                                            'bias': jnp.ones(2)}}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = float(schedule(0))
+  np.testing.assert_allclose(updates['encoder']['bn']['scale'], -0.05 * lr, rtol=1e-5)
+  np.testing.assert_allclose(updates['encoder']['bn']['bias'], -0.05 * lr, rtol=1e-5)
+  # The kernel's LARS step: lr * trust_coefficient * |w| / |g| per unit gradient, unscaled.
+  np.testing.assert_allclose(updates['encoder']['kernel'], -lr * 0.02, rtol=1e-5)

@@ -49,6 +49,8 @@ def check_config(config, num_devices: int, num_processes: int = 1):
            f'config.optim.trust_coefficient must be > 0, got {optim.trust_coefficient}')
   _require(optim.predictor_lr_scale > 0,
            f'config.optim.predictor_lr_scale must be > 0, got {optim.predictor_lr_scale}')
+  _require(optim.bias_lr_scale > 0,
+           f'config.optim.bias_lr_scale must be > 0, got {optim.bias_lr_scale}')
 
   model = config.model
   _require(model.name in ARCHITECTURES, f'config.model.name: unknown {model.name!r}; expected '

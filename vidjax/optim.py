@@ -55,6 +55,11 @@ def _base_optimizer(optim_config, schedule):
     tx = optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
   else:
     raise ValueError(f"config.optim.name: expected sgd, lars or adamw, got {name!r}")
+  # .get: evaluate rebuilds the train state from config.json of runs older than this option.
+  bias_lr_scale = optim_config.get('bias_lr_scale', 1.0)
+  if bias_lr_scale != 1.0:  # Only then: the plain chain keeps older checkpoints restorable.
+    not_decayed = lambda params: jax.tree.map(lambda p: p.ndim <= 1, params)
+    tx = optax.chain(tx, optax.masked(optax.scale(bias_lr_scale), not_decayed))
   return tx
 
 
