@@ -58,7 +58,7 @@ def _base_optimizer(optim_config, schedule):
   # .get: evaluate rebuilds the train state from config.json of runs older than this option.
   bias_lr_scale = optim_config.get('bias_lr_scale', 1.0)
   if bias_lr_scale != 1.0:  # Only then: the plain chain keeps older checkpoints restorable.
-    not_decayed = lambda params: jax.tree.map(lambda p: p.ndim <= 1, params)
+    not_decayed = lambda params: jax.tree.map(lambda decayed: not decayed, decay_mask(params))
     tx = optax.chain(tx, optax.masked(optax.scale(bias_lr_scale), not_decayed))
   return tx
 
