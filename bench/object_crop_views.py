@@ -28,12 +28,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from vidjax import losses, parallel, train  # noqa: E402
-from vidjax.config_checks import ConfigError  # noqa: E402
-from vidjax.data import augment, synthetic  # noqa: E402
-from vidjax.evaluate import export, protocol  # noqa: E402
+from vidjax import losses, parallel, step, workdir as runs  # noqa: E402
+from vidjax.data import augment  # noqa: E402
+from vidjax.data.sources import world  # noqa: E402
+from vidjax.errors import ConfigError  # noqa: E402
+from vidjax.evaluate import encoders  # noqa: E402
+from vidjax.evaluate.online import KnnMonitor  # noqa: E402
 from vidjax.models import ARCHITECTURES  # noqa: E402
-from vidjax.monitor import KnnMonitor  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config file.')
 _STEPS = flags.DEFINE_integer('steps', 300, 'Training steps (the lr schedule spans them).')
@@ -71,7 +72,7 @@ def view_cosine(model, state, batch, config, rng) -> tuple:
   images = views.reshape((-1,) + shape[2:])
   draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
   images = augment.photometric(images, draws, config.data.photometric, xp=jnp)
-  outputs, _ = train.apply_to_views(
+  outputs, _ = step.apply_to_views(
       model, {'params': state['params'], 'batch_stats': state['batch_stats']},
       images.reshape(shape), config.model.bn_per_view)
   z = np.asarray(losses.l2_normalize(outputs['z']))
@@ -85,9 +86,9 @@ def with_encoder_of(state, checkpoint: str, mesh):
   checkpoint, WORKDIR/checkpoints/<step>; projector and predictor are left as they are."""
   workdir = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
   try:
-    other_config = protocol.load_config(workdir)
-    _, other, _ = train.make_state_and_step(other_config, mesh)
-    other, _ = export.restore_state(other, workdir, checkpoint)
+    other_config = runs.load_config(workdir)
+    _, other, _ = step.make_state_and_step(other_config, mesh)
+    other, _ = encoders.restore_state(other, workdir, checkpoint)
   except ConfigError as error:
     sys.exit(f'error: --init_encoder={checkpoint}: {error}')
   shapes = lambda tree: jax.tree.map(jnp.shape, tree)
@@ -117,7 +118,7 @@ def main(argv):
   # The oracle batches below are uint8 crops: colour augmentation has to happen in the step.
   config.data.photometric.on_device = True
   started = time.perf_counter()
-  crops, _ = synthetic.labelled_crops(
+  crops, _ = world.labelled_crops(
       seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
       crop_size=round(config.image_size * _CROP_ZOOM), frame_size=config.synthetic.frame_size)
   print(f'{len(crops)} training object crops in {time.perf_counter() - started:.1f} s',
@@ -126,7 +127,7 @@ def main(argv):
     sys.exit(f'error: --config.batch_size={config.batch_size} exceeds the {len(crops)} object '
              'crops; raise --per_class')
   mesh = parallel.make_mesh()
-  model, state, step_fn = train.make_state_and_step(config, mesh)
+  model, state, step_fn = step.make_state_and_step(config, mesh)
   if _INIT_ENCODER.value:
     state = with_encoder_of(state, _INIT_ENCODER.value, mesh)
   monitor = KnnMonitor(config, model, mesh)
@@ -138,13 +139,13 @@ def main(argv):
   same, different = view_cosine(model, state, probe_batch, config, jax.random.PRNGKey(0))
   print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f} | view cosine of z: same object "
         f"{same:.3f}, different objects {different:.3f}", flush=True)
-  for step in range(1, config.total_steps + 1):
+  for step_number in range(1, config.total_steps + 1):
     batch = oracle_batch(rng, crops, config.batch_size, config.image_size)
     state, metrics = step_fn(state, parallel.to_global(batch, mesh),
-                             jax.random.PRNGKey(step))
-    if step % _EVAL_EVERY.value == 0 or step == config.total_steps:
+                             jax.random.PRNGKey(step_number))
+    if step_number % _EVAL_EVERY.value == 0 or step_number == config.total_steps:
       knn_metrics = monitor(state)
-      print(f"step {step} | loss {float(metrics['loss']):.4f} | knn_top1 "
+      print(f"step {step_number} | loss {float(metrics['loss']):.4f} | knn_top1 "
             f"{knn_metrics['knn_top1']:.3f} | feature_rank {knn_metrics['feature_rank']:.1f} | "
             f"residual_scale {residual_scale(jax.device_get(state['params']), bottleneck):.3f}",
             flush=True)

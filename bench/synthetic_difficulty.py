@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 from skimage.feature import hog
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from vidjax.data import synthetic  # noqa: E402
-from vidjax.evaluate import fewshot  # noqa: E402
+from vidjax.data.sources import world as synthetic  # noqa: E402
+from vidjax.evaluate import encoders, fewshot  # noqa: E402
 
 PREVIEW_VIDEOS = 6
 PREVIEW_TIMES = (0, 4, 8, 16, 24, 32, 48, 63)
@@ -95,9 +95,9 @@ def main() -> None:
   support, support_labels = synthetic.labelled_crops(split='support', per_class=50, crop_size=32)
   query, query_labels = synthetic.labelled_crops(split='query', per_class=100, crop_size=32)
   print(f'crops: {len(support)} support, {len(query)} query in {time.perf_counter() - start:.1f} s')
-  hog_support = fewshot.flat_centred(hog_features(support))
-  hog_query = fewshot.flat_centred(hog_features(query))
-  pixel_support, pixel_query = fewshot.flat_centred(support), fewshot.flat_centred(query)
+  hog_support = encoders.flat_centred(hog_features(support))
+  hog_query = encoders.flat_centred(hog_features(query))
+  pixel_support, pixel_query = encoders.flat_centred(support), encoders.flat_centred(query)
   chance = 1 / len(synthetic.CATEGORIES)
   for shots in (1, 5, 20):
     pixels = fewshot.few_shot_nn_accuracy(pixel_support, support_labels, pixel_query,

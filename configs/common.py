@@ -1,7 +1,9 @@
 """Defaults shared by the three method configs (simsiam.py, npair.py, barlow.py).
 
 Not a config file to run by itself: each method module calls `base_config(arg)` and
-overrides what its paper does differently.
+overrides what its paper does differently. These are also the values a run's config.json
+is merged over when it predates a field (vidjax/workdir.py): a field added later must
+default to the behaviour runs had before it existed.
 """
 import ml_collections
 
@@ -67,8 +69,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # on_device, else on the host by the data workers. Stronger hue/saturation/grayscale
       # than SimCLR's: two frames of one object share its colour, which would otherwise be
       # the easiest thing to match, and colour rarely says what an object is. Solarising
-      # half the views does the same for light/dark: N-pair's kNN after 300 steps went from
-      # 0.20 to 0.28 with it (inverting as well, invert_prob=0.5, did worse).
+      # half the views does the same for light and dark (docs/experiments.md).
       photometric=dict(on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4,
                        saturation=0.8, hue=0.5, grayscale_prob=0.5, blur_prob=0.0,
                        solarize_prob=0.5, invert_prob=0.0),

@@ -15,9 +15,8 @@ def get_config(arg=None):
   config.head.pred_hidden_dim = config.head.proj_dim // 4
   # As the official code, which forwards x1 and x2 separately: BatchNorm statistics per view.
   config.model.bn_per_view = True
-  # Tighter crops, always around motion: more of each view is the object. Over the default
-  # 1000 steps knn_top1 0.126 -> 0.144 (0.148 on a GPU); SimSiam still learns little here,
-  # see README "What the default runs do".
+  # Tighter crops, always around motion: more of each view is the object. SimSiam still
+  # learns little on the embedded world (docs/experiments.md).
   config.data.crop.update(scale=(0.12, 0.25), uniform_share=0.0)
   # Paper: SGD, lr = 0.05 * B / 256, momentum 0.9, wd 1e-4 (5e-4 in its CIFAR recipe).
   config.optim.update(name='sgd', base_lr=0.05, lr_scaling='linear', weight_decay=5e-4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import npair, simsiam
-from vidjax import parallel, train
+from vidjax import parallel, step, train
 
 _BENCH = os.path.join(os.path.dirname(__file__), '..', 'bench', 'object_crop_views.py')
 
@@ -33,7 +33,7 @@ def _simsiam_state(**model):
   config = simsiam.get_config('smoke')
   config.model.update(model)
   mesh = parallel.make_mesh()
-  return train.make_state_and_step(config, mesh)[1], mesh
+  return step.make_state_and_step(config, mesh)[1], mesh
 
 
 def test_encoder_comes_from_the_checkpoint_heads_stay(bench, npair_checkpoint):

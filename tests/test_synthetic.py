@@ -4,8 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from vidjax.data import synthetic
-from vidjax.evaluate import fewshot
+from vidjax.data.sources import world as synthetic
+from vidjax.evaluate import encoders, fewshot
 
 NUM_VIDEOS = 24
 NUM_FRAMES = 48
@@ -155,12 +155,12 @@ def _colour_histograms(images):
 def test_raw_pixels_stay_far_below_half_and_colour_alone_is_chance():
   support, support_labels = synthetic.labelled_crops(split='support', per_class=20)
   query, query_labels = synthetic.labelled_crops(split='query', per_class=30)
-  pixels = fewshot.few_shot_nn_accuracy(fewshot.flat_centred(support), support_labels,
-                                        fewshot.flat_centred(query), query_labels, shots=5)
+  pixels = fewshot.few_shot_nn_accuracy(encoders.flat_centred(support), support_labels,
+                                        encoders.flat_centred(query), query_labels, shots=5)
   assert pixels.shape == (10,)
   assert pixels.mean() < 0.5
-  colours = fewshot.few_shot_nn_accuracy(fewshot.flat_centred(_colour_histograms(support)),
+  colours = fewshot.few_shot_nn_accuracy(encoders.flat_centred(_colour_histograms(support)),
                                          support_labels,
-                                         fewshot.flat_centred(_colour_histograms(query)),
+                                         encoders.flat_centred(_colour_histograms(query)),
                                          query_labels, shots=5)
   assert colours.mean() < 0.2

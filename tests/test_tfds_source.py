@@ -9,8 +9,11 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import npair
-from vidjax import config_checks, train
-from vidjax.data import pipeline, sources, tfds_source
+from vidjax import train
+from vidjax.data import pipeline, sources
+from vidjax.data.sources import base
+from vidjax.data.sources import tfds as tfds_source
+from vidjax.errors import ConfigError
 from video_clips import square, square_x
 
 
@@ -68,7 +71,7 @@ def test_frames_are_read_without_decoding_the_whole_video(data_dir, where):
   source = sources.open_source(config.data.train, config)
   # TFDS stores examples in an order of its own.
   assert sorted(source.num_frames(v) for v in range(12)) == list(range(10, 22))
-  assert source.fps(0) == sources.DEFAULT_FPS and source.size(3) == (48, 64)
+  assert source.fps(0) == base.DEFAULT_FPS and source.size(3) == (48, 64)
   longest = max(range(12), key=source.num_frames)
   for video, t in ((4, 9), (4, 2), (longest, 20)):
     assert square_x(source.frame(video, t)) == square_x(square(t, 48, 64))
@@ -100,7 +103,7 @@ def test_training_reads_a_tfds_video_dataset(data_dir, tmp_path):
     ('tfds:', r'no dataset name; expected tfds:NAME\[:SPLIT\]'),
 ])
 def test_bad_tfds_specs_are_one_line_errors(spec, message, data_dir):
-  with pytest.raises(config_checks.ConfigError, match=message) as error:
+  with pytest.raises(ConfigError, match=message) as error:
     sources.open_source(spec, _config(spec, data_dir))
   assert '\n' not in str(error.value)
 
@@ -108,6 +111,6 @@ def test_bad_tfds_specs_are_one_line_errors(spec, message, data_dir):
 def test_a_dataset_without_video_names_its_features(data_dir):
   config = _config('tfds:tiny_clips', data_dir)
   config.data.tfds_video_key = 'label'
-  with pytest.raises(config_checks.ConfigError, match=r"tfds_video_key='label' is not a video "
+  with pytest.raises(ConfigError, match=r"tfds_video_key='label' is not a video "
                      r"feature; its video features are \['clip'\]"):
     sources.open_source(config.data.train, config)

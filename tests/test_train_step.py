@@ -1,29 +1,18 @@
 """The jitted train step: data-parallel over 4 devices equals one device on the same batch."""
-import functools
-
 import jax
 import numpy as np
 import pytest
 
 from configs import simsiam, npair, barlow
-from vidjax import optim, parallel, train
+from vidjax import parallel, step
 from vidjax.models import build_model
 
 
 def _one_step(config, mesh, batch):
-  model = build_model(config)
-  tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
-  replicated = parallel.replicated(mesh)
-  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx,
-                                    image_size=config.image_size),
-                  out_shardings=replicated)(jax.random.PRNGKey(0))
-  step_fn = jax.jit(
-      functools.partial(train.train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
-      out_shardings=(replicated, replicated))
-  for step in range(2):  # Two steps, so momentum and BN running statistics matter too.
+  _, state, step_fn = step.make_state_and_step(config, mesh)  # Smoke configs: seed 0.
+  for number in range(2):  # Two steps, so momentum and BN running statistics matter too.
     state, metrics = step_fn(state, parallel.to_global(batch, mesh),
-                             jax.random.fold_in(jax.random.PRNGKey(1), step))
+                             jax.random.fold_in(jax.random.PRNGKey(1), number))
   return jax.device_get(state), jax.device_get(metrics)
 
 
@@ -71,8 +60,8 @@ def test_bn_per_view_keeps_views_apart(bn_per_view):
   views = rng.uniform(size=(8, 2, 32, 32, 3)).astype(np.float32)
   changed = views.copy()
   changed[:, 1] = rng.uniform(size=(8, 32, 32, 3))
-  outputs, _ = train.apply_to_views(model, variables, views, bn_per_view)
-  outputs_changed, _ = train.apply_to_views(model, variables, changed, bn_per_view)
+  outputs, _ = step.apply_to_views(model, variables, views, bn_per_view)
+  outputs_changed, _ = step.apply_to_views(model, variables, changed, bn_per_view)
   for name in ('feature', 'z', 'p'):
     assert outputs[name].shape[:2] == (8, 2)
     same = np.allclose(outputs[name][:, 0], outputs_changed[name][:, 0], atol=1e-5)

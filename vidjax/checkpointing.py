@@ -19,13 +19,48 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 
+def checkpoint_dir(workdir) -> Path:
+  return Path(workdir).absolute() / 'checkpoints'  # Orbax needs absolute paths.
+
+
+def latest_step(workdir):
+  """The newest finished checkpoint's step in workdir/checkpoints, or None; creates nothing."""
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return None
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    return manager.latest_step()
+  finally:
+    manager.close()
+
+
+def restore(manager, step: int, state_like):
+  """Checkpoint `step` of an Orbax CheckpointManager, restored into arrays shaped and
+  sharded like `state_like` (on whatever mesh it lives: any process and device count)."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))
+  return restored['state']
+
+
+def restore_from(directory, step: int, state_like):
+  """`restore` from a checkpoints/ folder that is only read."""
+  manager = ocp.CheckpointManager(Path(directory).absolute(),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    return restore(manager, step, state_like)
+  finally:
+    manager.close()
+
+
 class Checkpoints:
-  """workdir/checkpoints/<step>/state: the train state."""
+  """workdir/checkpoints/<step>/state: the train state, the newest `keep` of them."""
 
   def __init__(self, workdir, keep: int):
     self.manager = ocp.CheckpointManager(
-        Path(workdir).absolute() / 'checkpoints',  # Orbax needs absolute paths.
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                                      create=True))
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -35,15 +70,20 @@ class Checkpoints:
                       force=True)
 
   def restore(self, step: int, state_like):
-    """Restores `step` into arrays shaped and sharded like `state_like`."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    return restored['state']
+    return restore(self.manager, step, state_like)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):  # Also on an error: a save being written is finished.
+    self.close()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for a save still being written, then closes; calling it again does nothing."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None
 
 
 class StopRequest:

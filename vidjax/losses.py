@@ -8,6 +8,8 @@ cross-correlation use the whole global batch.
 import jax
 import jax.numpy as jnp
 
+from vidjax.errors import require
+
 
 def l2_normalize(x, axis=-1, eps=1e-12):
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
@@ -68,12 +70,35 @@ def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   return total / num_pairs
 
 
+def _simsiam(outputs, video_id, loss_config):
+  return simsiam_loss(outputs['p'], outputs['z'])
+
+
+def _npair(outputs, video_id, loss_config):
+  return info_nce_loss(outputs['z'], video_id, loss_config.temperature)
+
+
+def _barlow(outputs, video_id, loss_config):
+  return barlow_twins_loss(outputs['z'], loss_config.redundancy_weight)
+
+
+# config.method -> its objective on the model outputs; the valid methods are these keys.
+LOSSES = {'simsiam': _simsiam, 'npair': _npair, 'barlow': _barlow}
+METHODS = tuple(LOSSES)
+
+
 def method_loss(method: str, outputs, video_id, loss_config):
   """The configured objective on `SSLModel` outputs reshaped to [B, K, D]."""
-  if method == 'simsiam':
-    return simsiam_loss(outputs['p'], outputs['z'])
-  if method == 'npair':
-    return info_nce_loss(outputs['z'], video_id, loss_config.temperature)
-  if method == 'barlow':
-    return barlow_twins_loss(outputs['z'], loss_config.redundancy_weight)
-  raise ValueError(f"config.method: unknown method {method!r}; expected simsiam, npair or barlow")
+  return LOSSES[method](outputs, video_id, loss_config)
+
+
+def check_config(config):
+  """config.method and config.loss: one ConfigError naming the field."""
+  require(config.method in LOSSES,
+          f'config.method: unknown {config.method!r}; expected one of {", ".join(METHODS)}')
+  require(config.loss.temperature > 0,
+          f'config.loss.temperature must be > 0, got {config.loss.temperature}')
+  require(config.loss.redundancy_weight >= 0,
+          f'config.loss.redundancy_weight must be >= 0, got {config.loss.redundancy_weight}')
+  require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0,
+          'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor)')

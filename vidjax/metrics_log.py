@@ -1,10 +1,13 @@
 """Metrics as JSON lines (one object per logged step) and a terminal progress line."""
 import json
 import math
+import os
 import sys
 import time
 
 import numpy as np
+
+from vidjax import atomic
 
 
 class MetricWriter:
@@ -14,6 +17,16 @@ class MetricWriter:
     self.path = path
     self.enabled = enabled
 
+  def drop_after(self, step: int):
+    """Removes the rows logged after `step` (a resumed run replays those steps)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = f.readlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) < len(lines):
+      atomic.write_text(self.path, ''.join(kept))
+
   def write(self, step: int, metrics: dict):
     if not self.enabled:
       return
@@ -21,6 +34,14 @@ class MetricWriter:
     record.update({k: v if isinstance(v, dict) else float(v) for k, v in metrics.items()})
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
+
+
+def _logged_step(line: str) -> float:
+  """The step of a metrics row; infinity for a row a kill cut short (so it is dropped)."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):
+    return float('inf')
 
 
 class OffsetHistogram:

@@ -1,4 +1,5 @@
-"""Data parallelism with jax.jit over a one-axis device mesh (see shared/DESIGN.md).
+"""Data parallelism with jax.jit over a one-axis device mesh (not pmap, which JAX keeps in
+maintenance mode and now implements on shard_map).
 
 The batch is sharded along 'data', parameters and optimiser state are replicated; XLA
 inserts the cross-device reductions, so BatchNorm statistics and contrastive negatives span

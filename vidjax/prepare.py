@@ -12,7 +12,7 @@ other frame is decoded). Unreadable files are skipped and named in the report.
 
 Resumable: a re-run with the same options skips the videos of finished shards (and does
 nothing when all are done); an unfinished shard from a crash is discarded and redone. The
-layout is in vidjax/data/prepared.py.
+layout is in vidjax/data/sources/arrayrecord.py.
 """
 import io
 import json
@@ -24,10 +24,11 @@ import time
 import numpy as np
 from absl import app, flags
 from PIL import Image
-from array_record.python import array_record_module
 
 from vidjax import atomic
-from vidjax.data import prepared, sources
+from vidjax.data.sources import arrayrecord, base
+from vidjax.data.sources.frames import FrameFolders
+from vidjax.data.sources.videos import VideoFiles
 from vidjax.metrics_log import format_duration
 
 flags.DEFINE_string('input', None, 'Folder of video files and/or folders of frame images.')
@@ -38,7 +39,7 @@ flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored frames (1-9
 flags.DEFINE_float('dedup', 0.0, 'Drop a frame whose grey thumbnail is within this mean '
                    'absolute difference of the last kept frame (0 = keep all; try 0.02).')
 flags.DEFINE_bool('keyframes_only', False, 'Keep only the videos\' keyframes.')
-flags.DEFINE_float('folder_fps', sources.DEFAULT_FPS, 'Frame rate of the frame folders.')
+flags.DEFINE_float('folder_fps', base.DEFAULT_FPS, 'Frame rate of the frame folders.')
 flags.DEFINE_integer('shard_frames', 10000, 'Start a new shard after this many frames '
                      '(a video is never split).')
 flags.DEFINE_integer('workers', min(os.cpu_count() or 1, 8), 'Decoding processes (0 = '
@@ -110,20 +111,10 @@ def _check_options(output: str, options: dict):
     atomic.write_json(path, options)
 
 
-def _discard_unfinished(output: str):
-  """Removes temporary files and shards without their .json: leftovers of a crash."""
-  folder = os.path.join(output, prepared.SHARDS)
-  names = set(os.listdir(folder))
-  for name in names:
-    stem, extension = os.path.splitext(name)
-    if extension == '.tmp' or extension == '.array_record' and stem + '.json' not in names:
-      os.remove(os.path.join(folder, name))
-
-
 def _find_inputs(input_dir: str):
   """(video files, {frame folder: its images}) under input_dir; an error when neither."""
-  videos = sources.find_files(input_dir, sources.VIDEO_EXTENSIONS)
-  folders = sources.find_frame_folders(input_dir)
+  videos = base.find_files(input_dir, base.VIDEO_EXTENSIONS)
+  folders = base.find_frame_folders(input_dir)
   if not videos and not folders:
     raise PrepareError(f'--input={input_dir}: no video files or folders of images under it')
   return videos, folders
@@ -132,9 +123,8 @@ def _find_inputs(input_dir: str):
 def _open_inputs(videos, folders, input_dir: str, fps: float, size: int, keyframes_only: bool,
                  folder_fps: float):
   """{kind: source}, and [(path relative to input_dir, reason)] for the unreadable files."""
-  from vidjax.data.video_files import VideoFiles  # PyAV is only needed for videos.
   opened = {'videos': VideoFiles(videos, fps, size, keyframes_only),
-            'frames': sources.FrameFolders(folders, folder_fps, size)}
+            'frames': FrameFolders(folders, folder_fps, size)}
   skipped = [(os.path.relpath(p, input_dir), reason)
              for s in opened.values() for p, reason in s.skipped]
   for source in opened.values():
@@ -165,7 +155,7 @@ class _Progress:
 
 
 def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, dedup=0.0,
-            keyframes_only=False, folder_fps=sources.DEFAULT_FPS, shard_frames=10000,
+            keyframes_only=False, folder_fps=base.DEFAULT_FPS, shard_frames=10000,
             workers=0) -> dict:
   """Prepares (or resumes preparing) `output` from `input_dir`; returns the report."""
   if not os.path.isdir(input_dir):
@@ -180,7 +170,7 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
       raise PrepareError(f'--{name}={value} is out of range; see --help')
   videos, folders = _find_inputs(input_dir)
   try:
-    os.makedirs(os.path.join(output, prepared.SHARDS), exist_ok=True)
+    os.makedirs(os.path.join(output, arrayrecord.SHARDS), exist_ok=True)
   except OSError as e:
     raise PrepareError(f'--output={output}: cannot create it: {e.strerror}') from None
   if not os.access(output, os.W_OK):
@@ -188,8 +178,8 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
   options = dict(fps=fps, size=size, jpeg_quality=jpeg_quality, dedup=dedup,
                  keyframes_only=keyframes_only, folder_fps=folder_fps)
   _check_options(output, options)
-  _discard_unfinished(output)
-  shards = prepared.finished_shards(output)
+  arrayrecord.discard_unfinished(output)
+  shards = arrayrecord.finished_shards(output)
   done = {video['path'] for _, shard_videos in shards for video in shard_videos}
   is_new = lambda path: os.path.relpath(path, input_dir) not in done
   opened, skipped = _open_inputs(
@@ -206,7 +196,7 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
             'frames_dropped_as_duplicates': 0, 'frames_replaced_unreadable': 0,
             'skipped': [{'path': p, 'reason': r} for p, r in skipped]}
   progress = _Progress(sum(len(numbers) for _, _, numbers in todo))
-  writer = _ShardWriter(output, (shards[-1][0] + 1) if shards else 0, shard_frames)
+  writer = arrayrecord.ShardWriter(output, (shards[-1][0] + 1) if shards else 0, shard_frames)
   pool = (multiprocessing.get_context('spawn').Pool(workers, _init_worker, (opened,))
           if workers and tasks else None)
   if pool is None:
@@ -243,7 +233,7 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
     writer.abandon()  # Only does something when an exception left a shard open.
   progress.advance(0, report['videos_prepared'], len(todo), final=True)
   if report['videos_prepared'] or not os.path.exists(os.path.join(output, 'index.json')):
-    prepared.write_index(output)
+    arrayrecord.write_index(output)
   atomic.write_json(os.path.join(output, 'report.json'), report)
   return report
 
@@ -253,44 +243,6 @@ def _new_video(source, video: int, input_dir: str, fps: float) -> dict:
   height, width = source.size(video)
   return {'path': os.path.relpath(path, input_dir), 'source': os.path.abspath(path),
           'fps': fps, 'height': height, 'width': width, 'frame_index': [], 'timestamp': []}
-
-
-class _ShardWriter:
-  """Appends frames to the open shard; closes it (rename, then its .json) when full."""
-
-  def __init__(self, output: str, number: int, shard_frames: int):
-    self.output, self.number, self.shard_frames = output, number, shard_frames
-    self.writer, self.records, self.videos = None, 0, []
-
-  def add_frame(self, jpeg: bytes):
-    if self.writer is None:
-      self.writer = array_record_module.ArrayRecordWriter(
-          prepared.shard_path(self.output, self.number, '.array_record.tmp'),
-          prepared.RECORD_OPTIONS)
-      self.records, self.videos = 0, []
-    self.writer.write(jpeg)
-    self.records += 1
-
-  def add_video(self, video: dict):
-    video['first_record'] = self.records - len(video['frame_index'])
-    self.videos.append(video)
-    if self.records >= self.shard_frames:
-      self.close()
-
-  def close(self):
-    if self.writer is None:
-      return
-    self.writer.close()
-    self.writer = None
-    base = prepared.shard_path(self.output, self.number, '')
-    os.replace(base + '.array_record.tmp', base + '.array_record')
-    atomic.write_json(base + '.json', {'videos': self.videos}, indent=None)
-    self.number += 1
-
-  def abandon(self):
-    if self.writer is not None:
-      self.writer.close()
-      self.writer = None
 
 
 def print_report(report: dict, output: str):

@@ -15,6 +15,12 @@ import numpy as np
 from PIL import Image
 
 from vidjax.data import motion
+from vidjax.errors import require
+
+# config.data.crop.mode: one anchor point and a crop of its own size around it in each
+# frame, or independent random-resized crops. config.data.crop.anchor: where that point is.
+CROP_MODES = ('anchored', 'rrc')
+ANCHORS = ('motion', 'uniform')
 
 # u[:, i] drives: jitter on/off, brightness, contrast, saturation, hue, grayscale on/off,
 # blur on/off, blur sigma, solarise on/off, invert on/off.
@@ -150,3 +156,25 @@ def photometric_uint8(views, u, config):
   """Host path: uint8 [K, S, S, 3] in, uint8 out."""
   x = photometric(views.astype(np.float32) / 255.0, u, config, np)
   return np.round(x * 255.0).astype(np.uint8)
+
+
+def check_config(data_config):
+  """config.data.crop and config.data.photometric: one ConfigError naming the field."""
+  crop = data_config.crop
+  require(crop.mode in CROP_MODES, f'config.data.crop.mode: unknown {crop.mode!r}; '
+          f'expected one of {", ".join(CROP_MODES)}')
+  require(crop.anchor in ANCHORS, f'config.data.crop.anchor: unknown {crop.anchor!r}; '
+          f'expected one of {", ".join(ANCHORS)}')
+  require(0 <= crop.uniform_share <= 1,
+          f'config.data.crop.uniform_share must be in [0, 1], got {crop.uniform_share}')
+  require(0 <= crop.jitter <= 0.5,
+          f'config.data.crop.jitter must be in [0, 0.5] (beyond half a crop the anchor point '
+          f'leaves it), got {crop.jitter}')
+  require(0 < crop.scale[0] <= crop.scale[1] <= 1,
+          f'config.data.crop.scale must satisfy 0 < low <= high <= 1, got {tuple(crop.scale)}')
+  require(0 < crop.ratio[0] <= crop.ratio[1],
+          f'config.data.crop.ratio must satisfy 0 < low <= high, got {tuple(crop.ratio)}')
+  photometric = data_config.photometric
+  for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob', 'invert_prob'):
+    require(0 <= photometric[name] <= 1,
+            f'config.data.photometric.{name} must be in [0, 1], got {photometric[name]}')

@@ -11,6 +11,8 @@ a pdf (`config.data.pairs.pdf`), in frames of the source's frame rate:
 """
 import numpy as np
 
+from vidjax.errors import require
+
 PDFS = ('uniform', 'gaussian', 'consecutive', 'decreasing', 'video')
 _CONSECUTIVE_MAX = 5
 
@@ -62,6 +64,21 @@ def _sample_anchor(rng: np.random.Generator, num_frames: int, offsets) -> int:
     raise ValueError(f'a video of {num_frames} frames is too short for the temporal pdf')
   pick = int(rng.integers(num_fwd + num_bwd))
   return pick if pick < num_fwd else start_bwd + pick - num_fwd
+
+
+def check_config(pairs_config):
+  """config.data.pairs: one ConfigError naming the field."""
+  where = 'config.data.pairs'
+  require(pairs_config.pdf in PDFS,
+          f'{where}.pdf: unknown {pairs_config.pdf!r}; expected one of {", ".join(PDFS)}')
+  require(pairs_config.num_positives >= 2,
+          f'{where}.num_positives must be >= 2, got {pairs_config.num_positives}')
+  require(pairs_config.tau >= 1, f'{where}.tau must be >= 1 frame, got {pairs_config.tau}')
+  require(pairs_config.sigma > 0, f'{where}.sigma must be > 0, got {pairs_config.sigma}')
+  require(pairs_config.min_gap >= 0, f'{where}.min_gap must be >= 0, got {pairs_config.min_gap}')
+  require(len(offset_weights(pairs_config, num_frames=2 * pairs_config.min_gap + 2)[0]) > 0,
+          f'{where}: pdf {pairs_config.pdf!r} allows no offset with '
+          f'min_gap={pairs_config.min_gap}')
 
 
 def sample_frames(rng: np.random.Generator, num_frames: int, pairs_config):

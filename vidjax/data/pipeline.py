@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from vidjax.data import augment, pairs
+from vidjax.errors import ConfigError, require
 
 
 class BatchOrder:
@@ -97,8 +98,10 @@ def make_train_iterator(source, config, rows=None, first_batch: int = 0):
   """
   video_ids = trainable_videos(source, config.data.pairs)
   if not video_ids:
-    raise ValueError(f'config.data.train={config.data.train!r}: no video has the '
-                     f'{pairs.min_frames(config.data.pairs)} frames the temporal pdf needs')
+    raise ConfigError(f'config.data.train={config.data.train!r}: no video has the '
+                      f'{pairs.min_frames(config.data.pairs)} frames the temporal pdf needs '
+                      f'(config.data.pairs.min_gap={config.data.pairs.min_gap}); the longest '
+                      f'has {max(map(source.num_frames, range(len(source))))}')
   if len(video_ids) < config.batch_size:
     logging.warning('only %d videos for batches of %d samples: some batches hold several '
                     'samples of one video (the loss treats them as positives, not negatives)',
@@ -113,3 +116,17 @@ def make_train_iterator(source, config, rows=None, first_batch: int = 0):
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.data.num_workers))
   return iter(dataset)
+
+
+def check_config(data_config):
+  """config.data: one ConfigError naming the field (the source spec is checked when opened)."""
+  pairs.check_config(data_config.pairs)
+  augment.check_config(data_config)
+  fps, frame_size = data_config.fps or 0, data_config.frame_size or 0
+  require(fps >= 0, f'config.data.fps must be >= 0 (0 = native rate), got {fps}')
+  require(isinstance(frame_size, int) and frame_size >= 0,
+          f'config.data.frame_size must be an integer >= 0 (0 = as stored), got {frame_size!r}')
+  require(data_config.num_workers >= 0,
+          f'config.data.num_workers must be >= 0, got {data_config.num_workers}')
+  require(data_config.read_threads >= 1,
+          f'config.data.read_threads must be >= 1, got {data_config.read_threads}')

@@ -18,9 +18,9 @@ import sys
 from absl import app, flags, logging
 
 from vidjax import multihost
-from vidjax.evaluate import export, protocol
+from vidjax.evaluate import encoders, protocol
 
-INIT_CHOICES = (*export.INITS, 'all')
+INIT_CHOICES = (*encoders.INITS, 'all')
 
 flags.DEFINE_string('workdir', None, 'The training run to evaluate (holds config.json).')
 flags.DEFINE_string('checkpoint', '', 'A WORKDIR/checkpoints/<step> folder (default: latest).')

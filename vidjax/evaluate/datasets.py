@@ -18,8 +18,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from vidjax.config_checks import ConfigError
-from vidjax.data import sources
+from vidjax.data.sources import base, world
+from vidjax.errors import ConfigError
 
 
 class LabelledImages:
@@ -54,7 +54,7 @@ def _check_image(path: str):
   try:
     _read_rgb(path)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise sources.Unreadable(f'not a readable image: {e}') from None
+    raise base.Unreadable(f'not a readable image: {e}') from None
   return True
 
 
@@ -63,13 +63,16 @@ def image_folder(root: str, flag: str) -> LabelledImages:
     raise ConfigError(f'{flag}: {root} is not a folder; expected one sub-folder of images '
                       'per category')
   class_names = sorted((d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))),
-                       key=sources.natural_key)
+                       key=base.natural_key)
+  if not class_names:
+    raise ConfigError(f'{flag}: {root} has no sub-folders; expected one sub-folder of images '
+                      f'per category ({os.path.join(root, "<category>", "*.jpg")})')
   paths, labels = [], []
   for label, name in enumerate(class_names):
-    files = sources.find_files(os.path.join(root, name), sources.IMAGE_EXTENSIONS)
+    files = base.find_files(os.path.join(root, name), base.IMAGE_EXTENSIONS)
     paths += files
     labels += [label] * len(files)
-  usable, skipped = sources.probe_all(paths, _check_image)
+  usable, skipped = base.probe_all(paths, _check_image)
   keep = {path for path, _ in usable}
   labels = [label for path, label in zip(paths, labels) if path in keep]
   paths = [path for path in paths if path in keep]
@@ -78,7 +81,7 @@ def image_folder(root: str, flag: str) -> LabelledImages:
 
 def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
   import tensorflow_datasets as tfds
-  from vidjax.data import tfds_source
+  from vidjax.data.sources import tfds as tfds_source  # TFDS is slow to import.
   name, split = tfds_source.parse_spec(rest)
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
@@ -101,13 +104,12 @@ def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
 
 
 def synthetic_crops(split: str, config) -> LabelledImages:
-  from vidjax.data import synthetic
   per_class = (config.monitor.support_per_class if split == 'support'
                else config.monitor.query_per_class)
-  images, labels = synthetic.labelled_crops(
+  images, labels = world.labelled_crops(
       seed=config.synthetic.seed, split=split, per_class=per_class,
       crop_size=config.image_size, frame_size=config.synthetic.frame_size)
-  return LabelledImages(synthetic.CATEGORIES, labels,
+  return LabelledImages(world.CATEGORIES, labels,
                         [f'synthetic/{split}/{i}' for i in range(len(labels))],
                         lambda i: images[i])
 

@@ -1,5 +1,4 @@
-"""Encoders to evaluate (trained checkpoint, random init, raw pixels) and streaming export
-of their embeddings to disk, plus the faiss index saved next to them.
+"""Streaming export of a labelled set's embeddings to disk.
 
 Embeddings are written batch by batch into a memory-mapped .npy under a temporary name
 (renamed when complete), so memory stays flat in the size of the set; `<name>.jsonl` holds
@@ -8,55 +7,8 @@ and embeds its rows of each batch and process 0 alone writes.
 """
 import json
 import os
-from pathlib import Path
 
-import faiss
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
-
-from vidjax import train
-from vidjax.config_checks import ConfigError
-from vidjax.evaluate import embed, fewshot, knn
-
-INITS = ('trained', 'random', 'pixels')
-
-
-def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
-  """(ImageRows -> embeddings [n, D] numpy, description) for one --init."""
-  if init == 'pixels':
-    return (lambda rows: fewshot.flat_centred(rows[0:len(rows)])), \
-        'raw pixels (flattened, mean-centred)'
-  model, state, _ = train.make_state_and_step(config, mesh)
-  description = f'random init (seed {config.seed})'
-  if init == 'trained':
-    state, description = restore_state(state, workdir, checkpoint)
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-  embed_fn = embed.make_embed_fn(model, mesh)
-  return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
-
-
-def restore_state(state_like, workdir: str, checkpoint: str):
-  """The train state of --checkpoint (a checkpoints/<step> folder) or the workdir's latest."""
-  if checkpoint:
-    path = Path(checkpoint).absolute()
-    if not path.is_dir() or not path.name.isdigit():
-      raise ConfigError(f'--checkpoint={checkpoint}: expected a checkpoint folder '
-                        '(WORKDIR/checkpoints/<step>)')
-    directory, step = path.parent, int(path.name)
-  else:
-    directory = Path(workdir).absolute() / 'checkpoints'
-    step = None
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False)) \
-      if directory.is_dir() else None
-  step = step if step is not None else (manager.latest_step() if manager else None)
-  if step is None:
-    raise ConfigError(f'--workdir={workdir}: no checkpoint in {directory}; train first '
-                      '(python main.py --workdir=...) or use --init=random / --init=pixels')
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  manager.close()
-  return restored['state'], f'checkpoint {directory / str(step)}'
 
 
 class ImageRows:
@@ -103,23 +55,3 @@ def export_embeddings(images, encoder, image_size: int, out_dir: str, name: str,
                           'class': images.class_names[label]}) + '\n')
   os.replace(os.path.join(out_dir, f'{name}.jsonl.tmp'), os.path.join(out_dir, f'{name}.jsonl'))
   return np.load(path, mmap_mode='r')
-
-
-def build_index(embeddings, factory: str, out_path: str):
-  """A faiss inner-product index over the L2-normalised embeddings, saved to out_path.
-
-  factory: a faiss index_factory string; 'Flat' is exact (the default), e.g. 'IVF1024,PQ32'
-  is approximate and trained on the embeddings themselves.
-  """
-  vectors = knn.l2_normalize(embeddings)
-  try:
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-  except RuntimeError as e:
-    raise ConfigError(f'--index={factory}: not a faiss index_factory string '
-                      f'({str(e).splitlines()[0][:120]})') from None
-  if not index.is_trained:
-    index.train(vectors)
-  index.add(vectors)
-  faiss.write_index(index, f'{out_path}.tmp')
-  os.replace(f'{out_path}.tmp', out_path)
-  return index

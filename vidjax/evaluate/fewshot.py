@@ -4,13 +4,6 @@ import numpy as np
 from vidjax.evaluate import knn
 
 
-def flat_centred(items) -> np.ndarray:
-  """Each item (image, descriptor) flattened and mean-centred: the raw-pixel baseline's
-  embedding."""
-  flat = np.asarray(items).reshape(len(items), -1).astype(np.float32)
-  return flat - flat.mean(axis=1, keepdims=True)
-
-
 def few_shot_nn_accuracy(support, support_labels, query, query_labels, shots: int,
                          draws: int = 10, seed: int = 0) -> np.ndarray:
   """Top-1 accuracy per draw of cosine 1-nearest-neighbour with `shots` random support

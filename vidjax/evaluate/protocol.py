@@ -2,28 +2,17 @@
 support and query sets with one encoder, then kNN, few-shot, linear probe, retrieval and
 separation metrics, pictures, and the files of WORKDIR/eval/.
 """
-import json
 import os
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 
-from vidjax import atomic, parallel
-from vidjax.config_checks import ConfigError
-from vidjax.evaluate import datasets, export, linear, metrics, pictures
+from vidjax import atomic, parallel, workdir as runs
+from vidjax.errors import ConfigError
+from vidjax.evaluate import datasets, encoders, export, knn, linear, metrics, pictures
 
 TABLE_COLUMNS = ('knn_top1', '5-shot', 'linear_top1', 'mAP', 'roc_auc')
-
-
-def load_config(workdir: str):
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise ConfigError(f'--workdir={workdir}: no config.json; expected the workdir of a '
-                      'python main.py run')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def align_query_labels(support_set, query_set) -> tuple:
@@ -35,6 +24,16 @@ def align_query_labels(support_set, query_set) -> tuple:
   return mapped, mapped >= 0
 
 
+def check_shared_classes(support_set, query_set, options):
+  """A ConfigError unless some query category is also a support category (by name)."""
+  if not align_query_labels(support_set, query_set)[1].any():
+    names = lambda images: ', '.join(images.class_names[:5]) + (
+        ', ...' if len(images.class_names) > 5 else '')
+    raise ConfigError(f'--query={options.query}: none of its categories ({names(query_set)}) '
+                      f'is a category of --support={options.support} ({names(support_set)}); '
+                      'the two sets must share category (sub-folder) names')
+
+
 def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, options):
   """Runs the whole protocol for one encoder and writes WORKDIR/eval/<init>/; the metrics
   dict on process 0, None on the others (which only help embed)."""
@@ -42,7 +41,7 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   is_chief = jax.process_index() == 0
   if init == 'pixels' and not is_chief:
     return None  # Nothing to compute together.
-  encoder, description = export.load_encoder(config, workdir, init, mesh, options.checkpoint)
+  encoder, description = encoders.load_encoder(config, workdir, init, mesh, options.checkpoint)
   embedded = os.path.join(out, 'embeddings')
   support = export.export_embeddings(support_set, encoder, config.image_size, embedded,
                                      'support', options.batch_size, write=is_chief)
@@ -51,7 +50,7 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   if not is_chief:
     return None
   support, query = np.asarray(support), np.asarray(query)
-  index = export.build_index(support, options.index, os.path.join(embedded, 'support.faiss'))
+  index = knn.build_index(support, options.index, os.path.join(embedded, 'support.faiss'))
   query_labels, known = align_query_labels(support_set, query_set)
   query, query_labels = query[known], query_labels[known]
   support_labels, num_classes = support_set.labels, len(support_set.class_names)
@@ -107,11 +106,12 @@ def run(options):
   """The whole command for parsed flags `options`, after JAX joined any multi-host run;
   writes and prints on process 0 only."""
   try:
-    config = load_config(options.workdir)
+    config = runs.load_config(options.workdir)
     support_set = datasets.open_labelled(options.support, 'support', config, '--support')
     query_set = datasets.open_labelled(options.query, 'query', config, '--query')
+    check_shared_classes(support_set, query_set, options)
     mesh = parallel.make_mesh()
-    inits = export.INITS if options.init == 'all' else (options.init,)
+    inits = encoders.INITS if options.init == 'all' else (options.init,)
     results = [evaluate(init, config, options.workdir, support_set, query_set, mesh, options)
                for init in inits]
   except ConfigError as e:

@@ -1,4 +1,5 @@
 """Model construction from a config: `build_model(config)` is the one entry point."""
+from vidjax.errors import require
 from vidjax.models.heads import MLP, SSLModel
 from vidjax.models.resnet import ARCHITECTURES, ResNet, downsampling
 
@@ -8,8 +9,7 @@ def build_model(config) -> SSLModel:
   stage_sizes, bottleneck = ARCHITECTURES[config.model.name]
   encoder = ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
                    width=config.model.width, cifar_stem=config.model.cifar_stem,
-                   # Workdirs written before this option existed used zero-init.
-                   zero_init_residual=config.model.get('zero_init_residual', True))
+                   zero_init_residual=config.model.zero_init_residual)
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,
                   num_layers=head.proj_layers, output_norm=head.proj_output_norm)
@@ -19,4 +19,24 @@ def build_model(config) -> SSLModel:
   return SSLModel(encoder=encoder, projector=projector, predictor=predictor)
 
 
-__all__ = ['ARCHITECTURES', 'MLP', 'ResNet', 'SSLModel', 'build_model', 'downsampling']
+def check_config(config):
+  """config.model and config.head (and the image size they must accept): one ConfigError."""
+  model = config.model
+  require(model.name in ARCHITECTURES, f'config.model.name: unknown {model.name!r}; expected '
+          f'one of {", ".join(ARCHITECTURES)}')
+  require(model.width > 0, f'config.model.width must be > 0, got {model.width}')
+  factor = downsampling(model.name, model.cifar_stem)
+  require(config.image_size >= factor,
+          f'config.image_size={config.image_size} is too small for {model.name} '
+          f'(cifar_stem={model.cifar_stem}), which downsamples {factor}x; use >= {factor}')
+  head = config.head
+  for name in ('proj_dim', 'proj_hidden_dim', 'proj_layers'):
+    require(isinstance(head[name], int) and head[name] > 0,
+            f'config.head.{name} must be a positive integer, got {head[name]!r}')
+  require(isinstance(head.pred_hidden_dim, int) and head.pred_hidden_dim >= 0,
+          f'config.head.pred_hidden_dim must be an integer >= 0 (0 = no predictor), got '
+          f'{head.pred_hidden_dim!r}')
+
+
+__all__ = ['ARCHITECTURES', 'MLP', 'ResNet', 'SSLModel', 'build_model', 'check_config',
+           'downsampling']

@@ -14,7 +14,7 @@ def _last_scale_init(zero_init_residual: bool):
   """Zero-initialising each block's last BN scale starts it as the identity (Goyal et al.
   2017): good for supervised training, but the block's convolutions then get no gradient
   until that scale has grown, which a weak, slowly growing signal such as SimSiam's over a
-  short run never does (bench/object_crop_views.py: 0.01 after 300 steps; N-pair's 0.5)."""
+  short run may never do (bench/object_crop_views.py prints the scales)."""
   return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
 
 

@@ -1,11 +1,12 @@
-"""Online kNN monitor: how well do current features classify held-out synthetic objects?
+"""The online kNN monitor the trainer runs: how well do the current features classify
+held-out objects of the embedded world?
 
 Support and query are labelled object crops from synthetic videos disjoint from the
 training videos and from each other, so the number never reflects memorised training data.
 """
 import numpy as np
 
-from vidjax.data import synthetic
+from vidjax.data.sources import world
 from vidjax.evaluate import embed, knn
 
 
@@ -14,11 +15,11 @@ class KnnMonitor:
   def __init__(self, config, model, mesh):
     crops = dict(seed=config.synthetic.seed, crop_size=config.image_size,
                  frame_size=config.synthetic.frame_size)
-    self.support, self.support_labels = synthetic.labelled_crops(
+    self.support, self.support_labels = world.labelled_crops(
         split='support', per_class=config.monitor.support_per_class, **crops)
-    self.query, self.query_labels = synthetic.labelled_crops(
+    self.query, self.query_labels = world.labelled_crops(
         split='query', per_class=config.monitor.query_per_class, **crops)
-    self.num_classes = len(synthetic.CATEGORIES)
+    self.num_classes = len(world.CATEGORIES)
     self.k = config.monitor.k
     self.temperature = config.monitor.temperature
     self.mesh = mesh

@@ -9,19 +9,18 @@ config.data.tfds_video_key.
 
 Frames stay JPEG/PNG-encoded until asked for: a record's encoded frames are read once per
 sample (each reading thread keeps the last record) and only the frames sampled are decoded.
-Video lengths are counted once by reading every record, and cached (vidjax/data/cache.py).
+Video lengths are counted once by reading every record, and cached (cache.py).
 """
 import concurrent.futures
 import io
 import re
-import threading
 import types
 
 import numpy as np
 from PIL import Image
 
-from vidjax.config_checks import ConfigError
-from vidjax.data import cache, sources
+from vidjax.data.sources import base, cache
+from vidjax.errors import ConfigError
 
 _VERSION = re.compile(r'^\d+\.\d+\.(\d+|\*)(?=:|$)')
 
@@ -81,7 +80,7 @@ def _video_key(features, wanted: str, where: str) -> str:
   return videos[0]
 
 
-class TfdsVideos(sources.FileSource):
+class TfdsVideos(base.FileSource):
   """See the module docstring."""
 
   def __init__(self, name: str, split: str, data_dir, video_key: str, fps, frame_size,
@@ -100,45 +99,39 @@ class TfdsVideos(sources.FileSource):
     self.key = _video_key(builder.info.features, video_key, where)
     self.name, self.split, self.data_dir = name, split, data_dir
     self.frame_size = frame_size
+    # Per reading thread: its own tfds.data_source, and the last record it read.
+    self._reader = base.PerThread(self._open)
     try:
-      self._open()
+      self._reader.get()
     except Exception as e:
       raise ConfigError(f'{where}: cannot read split {split!r} with tfds.data_source (needs '
                         f'the array_record file format): {str(e).splitlines()[0]}') from None
     counts = self._frame_counts_cached(builder)
     super().__init__([f'{name}/{split}/{i}' for i in range(len(counts))], counts,
-                     fps or sources.DEFAULT_FPS, [None] * len(counts), [])
+                     fps or base.DEFAULT_FPS, [None] * len(counts), [])
 
-  def _open(self):
+  def _open(self) -> dict:
     import tensorflow_datasets as tfds
-    self._data = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
-                                  download=False, decoders={self.key: keep_encoded_decoder()})
-    self._local = threading.local()
-
-  def __getstate__(self):
-    state = self.__dict__.copy()
-    del state['_data'], state['_local']
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    _allow_video_features_without_tensorflow()
-    self._open()
+    _allow_video_features_without_tensorflow()  # Again in each Grain worker process.
+    data = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
+                            download=False, decoders={self.key: keep_encoded_decoder()})
+    return {'data': data, 'record': None}
 
   def _frame_counts_cached(self, builder):
     def count():
+      data = self._reader.get()['data']
       with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        return np.asarray(list(pool.map(lambda i: len(self._data[i][self.key]),
-                                        range(len(self._data)))), np.int64)
+        return np.asarray(list(pool.map(lambda i: len(data[i][self.key]), range(len(data)))),
+                          np.int64)
 
     stamps = [cache.file_stamp(str(p)) for p in sorted(builder.data_path.iterdir())]
     return cache.cached('tfds', (self.split, self.key, stamps), count)
 
   def _encoded(self, video: int):
-    cached = getattr(self._local, 'record', None)
-    if cached is None or cached[0] != video:
-      cached = self._local.record = (video, self._data[video][self.key])
-    return cached[1]
+    reader = self._reader.get()
+    if reader['record'] is None or reader['record'][0] != video:
+      reader['record'] = (video, reader['data'][video][self.key])
+    return reader['record'][1]
 
   def size(self, video: int) -> tuple:
     return self.frame(video, 0).shape[:2]
@@ -148,7 +141,7 @@ class TfdsVideos(sources.FileSource):
     with Image.open(io.BytesIO(self._encoded(video)[t])) as image:
       pixels = np.asarray(image.convert('RGB'))
     height, width = pixels.shape[:2]
-    return sources.resize(pixels, sources.scaled_size(height, width, self.frame_size))
+    return base.resize(pixels, base.scaled_size(height, width, self.frame_size))
 
 
 def open_tfds(rest: str, config, where: str):

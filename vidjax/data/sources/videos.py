@@ -1,13 +1,12 @@
-"""videos:DIR: video files as a frame source, decoded with PyAV.
+"""videos:DIR: every video file under DIR as a frame source, decoded with PyAV.
 
 Open time, per file: one demux pass (no decoding) lists every frame's timestamp and the
 keyframes. Container frame counts are not trusted: a truncated mp4 still declares all its
 frames. One frame is decoded to prove the file readable. Frame t of the resampled video is
-the decoded frame nearest t / fps seconds (fps <= the native rate: never upsampled).
-Measured: 4 ms for bikes.mp4 (0.5 MB), 31 ms for bigbuckbunny.mp4 (1 MB, 720p); files are
-probed 8 at a time. The scan reads every file once; its result is cached per file (keyed by
-path, size and modification time; vidjax/data/cache.py), so a collection opens at disk speed
-the first time and in moments afterwards.
+the decoded frame nearest t / fps seconds (fps <= the native rate: never upsampled). The
+scan reads every file once; its result is cached per file (keyed by path, size and
+modification time; cache.py), so a collection opens at disk speed the first time and in
+moments afterwards.
 
 Reading: each reading thread keeps one forward decoding run (an open container, the decoder
 position and the last KEEP decoded frames, still YUV). Frame t is served from the run when
@@ -15,14 +14,10 @@ it holds it, by decoding on when t lies ahead within reach, else by seeking to t
 keyframe at or before t. A sample's K frames lie within a few frames of each other and are
 read one after another by one thread: one seek, one forward pass. Non-reference frames far
 before t are not decoded at all, and only the frames asked for are converted (swscale,
-area filter, straight to the output size).
-Measured with the sampler's pattern (K=2, uniform tau=4, random anchors, 160 px), frames per
-CPU-second on a busy 2-core machine: bikes.mp4 (640x272, a keyframe every ~50 frames, B-
-frames) 136 (58 seeking and decoding for every frame; 103 without skipping non-reference
-frames); bigbuckbunny.mp4 (1280x720, one keyframe in 132 frames) 16 (8). K=4: 218 and 31.
-Decoding from the keyframe dominates: long-GOP video is worth re-encoding (ffmpeg -g 16).
-With keyframes_only (vidjax.prepare --keyframes_only) the video is its keyframes alone and
-nothing else is decoded.
+area filter, straight to the output size). Decoding from the keyframe dominates the cost,
+so long-GOP video is worth re-encoding (ffmpeg -g 16) or preparing (python -m
+vidjax.prepare). With keyframes_only the video is its keyframes alone and nothing else is
+decoded.
 
 A frame that fails to decode during training is replaced by the nearest decoded one (or the
 video's first frame), counted in `frame_errors` and logged once per file.
@@ -30,13 +25,12 @@ video's first frame), counted in `frame_errors` and logged once per file.
 import collections
 import dataclasses
 import itertools
-import threading
 
 import av
 import numpy as np
 from absl import logging
 
-from vidjax.data import cache, sources
+from vidjax.data.sources import base, cache
 
 KEEP = 17  # Decoded frames each reading thread keeps, at most: covers |offsets| <= 8.
 _OPEN_PER_THREAD = 2  # Open containers each reading thread keeps.
@@ -68,7 +62,7 @@ def _probe(path: str, fps: float, frame_size: int, keyframes_only: bool = False)
   try:
     with av.open(path) as container:
       if not container.streams.video:
-        raise sources.Unreadable('no video stream')
+        raise base.Unreadable('no video stream')
       stream = container.streams.video[0]
       stamps, keys = [], []
       for packet in container.demux(stream):
@@ -78,7 +72,7 @@ def _probe(path: str, fps: float, frame_size: int, keyframes_only: bool = False)
           if packet.is_keyframe:
             keys.append(stamp)
       if not stamps:
-        raise sources.Unreadable('no video frames')
+        raise base.Unreadable('no video frames')
       pts = np.unique(np.asarray(stamps, np.int64))
       keyframes = np.unique(np.asarray(keys, np.int64)) if keys else pts[:1]
       numbers = np.arange(len(pts))
@@ -88,14 +82,14 @@ def _probe(path: str, fps: float, frame_size: int, keyframes_only: bool = False)
       container.seek(int(keyframes[0]), stream=stream, backward=True)
       first = next(container.decode(stream), None)
       if first is None:
-        raise sources.Unreadable('no frame decodes')
+        raise base.Unreadable('no frame decodes')
       native = 0.0 if keyframes_only else float(stream.average_rate or 0)
       time_base = float(stream.time_base)
   except _DECODE_ERRORS as e:
-    raise sources.Unreadable(f'cannot decode: {e}') from None
+    raise base.Unreadable(f'cannot decode: {e}') from None
   times = (pts - pts[0]) * time_base
   if native <= 0:
-    native = (len(pts) - 1) / times[-1] if len(pts) > 1 and times[-1] > 0 else sources.DEFAULT_FPS
+    native = (len(pts) - 1) / times[-1] if len(pts) > 1 and times[-1] > 0 else base.DEFAULT_FPS
   if not fps or fps >= native * (1 - 1e-3):
     picks, fps = np.arange(len(pts)), native
   else:
@@ -105,7 +99,7 @@ def _probe(path: str, fps: float, frame_size: int, keyframes_only: bool = False)
     if keyframes_only:
       picks = np.unique(picks)  # Irregular keyframes: one may be nearest to several times.
   return _Index(pts, keyframes, picks.astype(np.int32), numbers[picks], times[picks], fps,
-                sources.scaled_size(first.height, first.width, frame_size))
+                base.scaled_size(first.height, first.width, frame_size))
 
 
 def _nearest(sorted_values: np.ndarray, queries) -> np.ndarray:
@@ -135,7 +129,7 @@ def _packets_from(container, stream, start: int, keyframes):
   return container.demux(stream)
 
 
-class VideoFiles(sources.FileSource):
+class VideoFiles(base.FileSource):
   """Every video file under a folder; see the module docstring."""
 
   def __init__(self, paths, fps: float, frame_size: int, keyframes_only: bool = False):
@@ -143,23 +137,15 @@ class VideoFiles(sources.FileSource):
       return cache.cached('videos', (cache.file_stamp(path), fps, frame_size, keyframes_only),
                           lambda: _probe(path, fps, frame_size, keyframes_only))
 
-    usable, skipped = sources.probe_all(paths, probe)
+    usable, skipped = base.probe_all(paths, probe)
     self.keyframes_only = keyframes_only
     self.frame_size = frame_size
     self._index = [index for _, index in usable]
     super().__init__([path for path, _ in usable], [len(i.picks) for i in self._index],
                      [i.fps for i in self._index], [i.size for i in self._index], skipped)
     self.frame_errors = collections.Counter()  # path -> frames replaced by a neighbour.
-    self._local = threading.local()
-
-  def __getstate__(self):
-    state = self.__dict__.copy()
-    del state['_local']  # Open containers and decoded frames stay in their process.
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._local = threading.local()
+    # Per reading thread: 'run' (the forward decoding run) and 'containers' (open files).
+    self._decoding = base.PerThread(dict)
 
   def timestamp(self, video: int, t: int) -> float:
     return float(self._index[video].seconds[t])
@@ -195,10 +181,7 @@ class VideoFiles(sources.FileSource):
 
   def _run(self) -> dict:
     """This thread's decoding run: one video, forward only."""
-    run = getattr(self._local, 'run', None)
-    if run is None:
-      run = self._local.run = {'video': None}
-    return run
+    return self._decoding.get().setdefault('run', {'video': None})
 
   def _count_error(self, video: int, reason: str):
     path = self.paths[video]
@@ -209,9 +192,7 @@ class VideoFiles(sources.FileSource):
 
   def _container(self, video: int):
     """This thread's open container for the video."""
-    containers = getattr(self._local, 'containers', None)
-    if containers is None:
-      containers = self._local.containers = collections.OrderedDict()
+    containers = self._decoding.get().setdefault('containers', collections.OrderedDict())
     if video not in containers:
       containers[video] = av.open(self.paths[video])
       while len(containers) > _OPEN_PER_THREAD:
@@ -220,7 +201,7 @@ class VideoFiles(sources.FileSource):
     return containers[video]
 
   def _drop_container(self, video: int):
-    container = getattr(self._local, 'containers', {}).pop(video, None)
+    container = self._decoding.get().get('containers', {}).pop(video, None)
     if container is not None:
       container.close()
 

@@ -1,4 +1,5 @@
-"""The prepared-data layout `python -m vidjax.prepare` writes, and the arrayrecord: source.
+"""arrayrecord:DIR: frames prepared by `python -m vidjax.prepare`; the layout, its reader
+(the source) and its writer, so that the format is written and read in one place.
 
 OUT/
   prepare.json                 the options the frames were prepared with
@@ -17,14 +18,14 @@ leaves a half-written file under a final name.
 import io
 import json
 import os
-import threading
 
 import numpy as np
 from array_record.python import array_record_module
 from PIL import Image
 
 from vidjax import atomic
-from vidjax.data import sources
+from vidjax.data.sources import base
+from vidjax.errors import ConfigError
 
 SHARDS = 'shards'
 RECORD_OPTIONS = 'group_size:1'  # Random access: one record per chunk.
@@ -66,7 +67,56 @@ def write_index(root: str):
   atomic.write_json(os.path.join(root, 'index.json'), {'videos': videos})
 
 
-class ArrayRecordFrames(sources.FileSource):
+def discard_unfinished(root: str):
+  """Removes temporary files and shards without their .json: the leftovers of a crash."""
+  folder = os.path.join(root, SHARDS)
+  names = set(os.listdir(folder))
+  for name in names:
+    stem, extension = os.path.splitext(name)
+    if extension == '.tmp' or extension == '.array_record' and stem + '.json' not in names:
+      os.remove(os.path.join(folder, name))
+
+
+class ShardWriter:
+  """Appends frames to the open shard; closes it (rename, then its .json) when full."""
+
+  def __init__(self, root: str, number: int, shard_frames: int):
+    self.root, self.number, self.shard_frames = root, number, shard_frames
+    self.writer, self.records, self.videos = None, 0, []
+
+  def add_frame(self, jpeg: bytes):
+    if self.writer is None:
+      self.writer = array_record_module.ArrayRecordWriter(
+          shard_path(self.root, self.number, '.array_record.tmp'), RECORD_OPTIONS)
+      self.records, self.videos = 0, []
+    self.writer.write(jpeg)
+    self.records += 1
+
+  def add_video(self, video: dict):
+    """Ends a video whose frames were the last len(video['frame_index']) added."""
+    video['first_record'] = self.records - len(video['frame_index'])
+    self.videos.append(video)
+    if self.records >= self.shard_frames:
+      self.close()
+
+  def close(self):
+    if self.writer is None:
+      return
+    self.writer.close()
+    self.writer = None
+    stem = shard_path(self.root, self.number, '')
+    os.replace(stem + '.array_record.tmp', stem + '.array_record')
+    atomic.write_json(stem + '.json', {'videos': self.videos}, indent=None)
+    self.number += 1
+
+  def abandon(self):
+    """Closes an unfinished shard, which stays under its temporary name."""
+    if self.writer is not None:
+      self.writer.close()
+      self.writer = None
+
+
+class ArrayRecordFrames(base.FileSource):
   """arrayrecord:DIR: frames prepared by `python -m vidjax.prepare` (see the module docstring).
 
   Frames are stored at the prepared size; config.data.frame_size resizes them on reading
@@ -87,18 +137,9 @@ class ArrayRecordFrames(sources.FileSource):
     counts = [v['num_frames'] for v in videos]
     self._first_frame = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     super().__init__([v['path'] for v in videos], counts, [v['fps'] for v in videos],
-                     [sources.scaled_size(v['height'], v['width'], frame_size) for v in videos],
+                     [base.scaled_size(v['height'], v['width'], frame_size) for v in videos],
                      [])
-    self._local = threading.local()
-
-  def __getstate__(self):
-    state = self.__dict__.copy()
-    del state['_local']  # Readers stay in the process (and thread) that opened them.
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._local = threading.local()
+    self._readers = base.PerThread(dict)  # shard number -> ArrayRecordReader
 
   def timestamp(self, video: int, t: int) -> float:
     return float(self._timestamp[self._first_frame[video] + t])
@@ -107,9 +148,7 @@ class ArrayRecordFrames(sources.FileSource):
     return int(self._frame_index[self._first_frame[video] + t])
 
   def _reader(self, shard: int):
-    readers = getattr(self._local, 'readers', None)
-    if readers is None:
-      readers = self._local.readers = {}
+    readers = self._readers.get()
     if shard not in readers:
       readers[shard] = array_record_module.ArrayRecordReader(
           shard_path(self.root, shard, '.array_record'), READ_OPTIONS)
@@ -122,12 +161,11 @@ class ArrayRecordFrames(sources.FileSource):
     with Image.open(io.BytesIO(record)) as image:
       image.draft('RGB', (width, height))  # JPEG decodes straight to a smaller scale.
       pixels = np.asarray(image.convert('RGB'))
-    return sources.resize(pixels, (height, width))
+    return base.resize(pixels, (height, width))
 
 
 def open_prepared(root: str, frame_size: int, where: str):
   """The arrayrecord: source, or a ConfigError when root holds no prepared index."""
-  from vidjax.config_checks import ConfigError
   if not os.path.isfile(os.path.join(root, 'index.json')):
     raise ConfigError(f'{where}: {root} has no index.json; expected the output folder of '
                       'python -m vidjax.prepare')

@@ -18,7 +18,7 @@ import operator
 import numpy as np
 from PIL import Image
 
-from vidjax.data import synthetic_render as render
+from vidjax.data.sources import world_render as render
 
 _CATEGORY_PARTS = (
     ('striped', 'disc'), ('checkered', 'square'), ('dotted', 'triangle'), ('ringed', 'star'),
@@ -109,8 +109,8 @@ def _sinusoids(rng, shape, amplitude, speed):
   return amplitudes, rng.uniform(*speed, shape) / amplitudes, rng.uniform(0, 2 * np.pi, shape)
 
 
-# Sized for a training run's whole set of videos (~0.45 MB each): building a plan costs
-# ~5 ms, 15x the render of a frame, and training visits videos in random order.
+# Sized for a training run's whole set of videos: building a plan costs far more than
+# rendering a frame, and training visits the videos in random order.
 @functools.lru_cache(maxsize=1024)
 def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _VideoPlan:
   rng = np.random.default_rng([seed, SPLITS.index(split), video_id])

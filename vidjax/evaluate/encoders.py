@@ -1,0 +1,50 @@
+"""The encoders an evaluation compares: a trained checkpoint, the same model at random
+init, and raw pixels. Each maps a sliceable set of uint8 images to embeddings [n, D].
+"""
+from pathlib import Path
+
+import numpy as np
+
+from vidjax import checkpointing, step
+from vidjax.errors import ConfigError
+from vidjax.evaluate import embed
+
+INITS = ('trained', 'random', 'pixels')
+
+
+def flat_centred(items) -> np.ndarray:
+  """Each item (image, descriptor) flattened and mean-centred: the raw-pixel embedding."""
+  flat = np.asarray(items).reshape(len(items), -1).astype(np.float32)
+  return flat - flat.mean(axis=1, keepdims=True)
+
+
+def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
+  """(images -> embeddings [n, D] numpy, description) for one --init."""
+  if init == 'pixels':
+    return (lambda rows: flat_centred(rows[0:len(rows)])), 'raw pixels (flattened, mean-centred)'
+  model, state, _ = step.make_state_and_step(config, mesh)
+  description = f'random init (seed {config.seed})'
+  if init == 'trained':
+    state, description = restore_state(state, workdir, checkpoint)
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  embed_fn = embed.make_embed_fn(model, mesh)
+  return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
+
+
+def restore_state(state_like, workdir: str, checkpoint: str):
+  """(train state, description) of --checkpoint (a checkpoints/<step> folder) or of the
+  workdir's latest checkpoint."""
+  if checkpoint:
+    path = Path(checkpoint).absolute()
+    if not path.is_dir() or not path.name.isdigit():
+      raise ConfigError(f'--checkpoint={checkpoint}: expected a checkpoint folder '
+                        '(WORKDIR/checkpoints/<step>)')
+    directory, step_number = path.parent, int(path.name)
+  else:
+    directory = checkpointing.checkpoint_dir(workdir)
+    step_number = checkpointing.latest_step(workdir)
+  if step_number is None:
+    raise ConfigError(f'--workdir={workdir}: no checkpoint in {directory}; train first '
+                      '(python main.py --workdir=...) or use --init=random / --init=pixels')
+  state = checkpointing.restore_from(directory, step_number, state_like)
+  return state, f'checkpoint {directory / str(step_number)}'
