@@ -30,7 +30,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax import losses, parallel, step, workdir as runs  # noqa: E402
 from vidjax.data import augment  # noqa: E402
-from vidjax.data.sources import world  # noqa: E402
+from vidjax.data.sources import world_crops  # noqa: E402
 from vidjax.errors import ConfigError  # noqa: E402
 from vidjax.evaluate import encoders  # noqa: E402
 from vidjax.evaluate.online import KnnMonitor  # noqa: E402
@@ -50,13 +50,13 @@ flags.mark_flags_as_required(['config'])
 _CROP_ZOOM = 1.5
 _VIEW_CROPS = ml_collections.ConfigDict(dict(
     mode='rrc', anchor='uniform', uniform_share=1.0, track=False, jitter=0.0,
-    scale=(0.6, 1.0), ratio=(0.75, 1.333), flip=True))
+    scale=(0.6, 1.0), ratio=(0.75, 1.333), flip=True, swap_prob=0.0, negatives=0))
 
 
 def oracle_batch(rng, crops, batch_size: int, image_size: int):
   """A training batch whose K=2 views are random-resized crops of one object crop each."""
   index = rng.choice(len(crops), batch_size, replace=False)
-  views = np.stack([augment.crop_views(rng, [crops[i], crops[i]], _VIEW_CROPS, image_size)
+  views = np.stack([augment.crop_views(rng, [crops[i], crops[i]], _VIEW_CROPS, image_size)[0]
                     for i in index])
   zeros = np.zeros((batch_size, 2), np.int32)
   # Each object instance is its own "video": no two samples are positives of each other.
@@ -118,9 +118,10 @@ def main(argv):
   # The oracle batches below are uint8 crops: colour augmentation has to happen in the step.
   config.data.photometric.on_device = True
   started = time.perf_counter()
-  crops, _ = world.labelled_crops(
+  crops = world_crops.labelled_crops(
       seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
-      crop_size=round(config.image_size * _CROP_ZOOM), frame_size=config.synthetic.frame_size)
+      crop_size=round(config.image_size * _CROP_ZOOM),
+      frame_size=config.synthetic.frame_size).images
   print(f'{len(crops)} training object crops in {time.perf_counter() - started:.1f} s',
         flush=True)
   if config.batch_size > len(crops):

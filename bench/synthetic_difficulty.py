@@ -1,4 +1,4 @@
-"""How fast and how hard is the synthetic video world?
+"""How fast and how hard is the embedded video world?
 
 Prints rendering cost per 96 px frame and per video setup, and the raw-pixel few-shot
 nearest-neighbour top-1 on labelled crops (the baseline a learnt encoder must beat), plus a
@@ -20,7 +20,8 @@ from skimage.feature import hog
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax.data.sources import world as synthetic  # noqa: E402
-from vidjax.evaluate import encoders, fewshot  # noqa: E402
+from vidjax.data.sources import world_crops  # noqa: E402
+from vidjax.evaluate import encoders, fewshot, knn, metrics  # noqa: E402
 
 PREVIEW_VIDEOS = 6
 PREVIEW_TIMES = (0, 4, 8, 16, 24, 32, 48, 63)
@@ -51,18 +52,18 @@ def hog_features(images: np.ndarray) -> np.ndarray:
 
 def save_previews(out: str, support: np.ndarray, support_labels: np.ndarray) -> None:
   world = synthetic.SyntheticWorld(seed=0, num_videos=PREVIEW_VIDEOS)
-  size = world.frame_size * UPSCALE
-  frames = Image.new('RGB', (size * len(PREVIEW_TIMES), size * PREVIEW_VIDEOS))
+  height, width = (side * UPSCALE for side in world.shape)
+  frames = Image.new('RGB', (width * len(PREVIEW_TIMES), height * PREVIEW_VIDEOS))
   boxes = frames.copy()
   draw = ImageDraw.Draw(boxes)
   for video in range(PREVIEW_VIDEOS):
     for column, t in enumerate(PREVIEW_TIMES):
-      tile = Image.fromarray(world.frame(video, t)).resize((size, size), Image.NEAREST)
-      frames.paste(tile, (column * size, video * size))
-      boxes.paste(tile, (column * size, video * size))
+      tile = Image.fromarray(world.frame(video, t)).resize((width, height), Image.NEAREST)
+      frames.paste(tile, (column * width, video * height))
+      boxes.paste(tile, (column * width, video * height))
       for row in world.boxes(video, t):
         corners = np.array([row['x0'], row['y0'], row['x1'], row['y1']]) * UPSCALE
-        corners += [column * size, video * size, column * size, video * size]
+        corners += [column * width, video * height, column * width, video * height]
         colour = (0, 255, 0) if row['visible_fraction'] >= 0.6 else (255, 0, 0)
         draw.rectangle(corners.tolist(), outline=colour)
   frames.save(os.path.join(out, 'frames.png'))
@@ -88,12 +89,14 @@ def main() -> None:
   os.makedirs(args.out, exist_ok=True)
 
   frame_ms, setup_ms = time_rendering()
-  print(f'render: {frame_ms:.3f} ms per 96 px frame (plan cached), '
-        f'{setup_ms:.1f} ms setup per video (sprites, background)')
+  print(f'render: {frame_ms:.3f} ms per 96x128 frame (plan cached), '
+        f'{setup_ms:.1f} ms setup per video (sprites, camera)')
 
   start = time.perf_counter()
-  support, support_labels = synthetic.labelled_crops(split='support', per_class=50, crop_size=32)
-  query, query_labels = synthetic.labelled_crops(split='query', per_class=100, crop_size=32)
+  support_crops = world_crops.labelled_crops(split='support', per_class=50, crop_size=32)
+  query_crops = world_crops.labelled_crops(split='query', per_class=100, crop_size=32)
+  support, support_labels = support_crops.images, support_crops.labels
+  query, query_labels = query_crops.images, query_crops.labels
   print(f'crops: {len(support)} support, {len(query)} query in {time.perf_counter() - start:.1f} s')
   hog_support = encoders.flat_centred(hog_features(support))
   hog_query = encoders.flat_centred(hog_features(query))
@@ -107,6 +110,12 @@ def main() -> None:
     print(f'{shots:2d}-shot 1-NN top-1 over 10 draws: '
           f'raw pixels {pixels.mean():.3f} ± {pixels.std():.3f}   '
           f'(HOG {hogs.mean():.3f} ± {hogs.std():.3f}; chance {chance:.3f})')
+
+  _, nearest = knn.exact_cosine_index(pixel_support).search(knn.l2_normalize(pixel_query), 8)
+  context = metrics.context_match(nearest, support_crops.contexts, query_crops.contexts)
+  print(f"raw pixels: context_match@8 {context['context_match@8']:.3f} (chance "
+        f"{context['context_match_chance']:.3f}): the share of a query's 8 nearest support "
+        'crops cut over its background photograph')
 
   save_previews(args.out, support, support_labels)
   print(f'previews: {args.out}/frames.png, boxes.png, crops.png')

@@ -10,7 +10,7 @@ import ml_collections
 
 def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = 'simsiam'  # simsiam | npair | barlow
+  config.method = 'simsiam'  # simsiam | npair | barlow | tcn
   config.seed = 0
   config.total_steps = 1000
   config.batch_size = 128  # Global batch (samples); each sample holds num_positives views.
@@ -28,7 +28,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
   config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
                      pred_hidden_dim=0)
-  config.loss = dict(temperature=0.1, redundancy_weight=5e-3)
+  # simsiam_target: 'pairs' (SimSiam: each other view's projection) or 'mean' (FastSiam:
+  # the mean of the other views' projections, with num_positives > 2).
+  # margin: the triplet loss's (tcn), on squared distances of unit vectors (0 to 4).
+  config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
+                     margin=0.2)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
   # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is
@@ -55,7 +59,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Temporal sampling: num_positives frames of one video per sample, offsets in frames
       # drawn from `pdf`: uniform (0 < |d| <= tau), gaussian (sigma), consecutive (d in 1..5),
       # decreasing (weight falling linearly with |d| up to tau), video (any other frame).
-      pairs=dict(pdf='uniform', tau=4, sigma=2.0, min_gap=0, num_positives=2),
+      # far_negatives: frames of the sample's video more than far_radius frames from the
+      # anchor, cut where the first view was, as negatives (TCN's temporal negatives).
+      pairs=dict(pdf='uniform', tau=4, sigma=2.0, min_gap=0, num_positives=2,
+                 far_negatives=0, far_radius=16),
       # Crops: 'anchored' = one point, a crop of its own size around it in each frame;
       # 'rrc' = independent random-resized crops. scale = crop side / shorter frame side.
       # anchor: 'motion' draws the point where the frames change after undoing camera
@@ -63,8 +70,13 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # later views' crops follow what was under the point (block matching), so that the
       # views can be further apart in time and show the object over a changed background.
       # jitter: each anchored view's centre moves off the point by up to this x its size.
+      # Object-seeking views. swap_prob: the share of samples whose last view shows its
+      # moving region pasted over a frame of another video (background swap). negatives:
+      # crops per sample of the first frame's background (away from the point and from
+      # motion), negatives for the contrastive losses (npair, tcn).
       crop=dict(mode='anchored', anchor='motion', uniform_share=0.2, track=False, jitter=0.0,
-                scale=(0.25, 0.5), ratio=(0.75, 1.333), flip=True),
+                scale=(0.25, 0.5), ratio=(0.75, 1.333), flip=True, swap_prob=0.0,
+                negatives=0),
       # Photometric augmentation, per view; applied inside the jitted train step when
       # on_device, else on the host by the data workers. Stronger hue/saturation/grayscale
       # than SimCLR's: two frames of one object share its colour, which would otherwise be
@@ -76,8 +88,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   # The embedded synthetic video world (data.train='synthetic' and the kNN monitor).
   config.synthetic = dict(seed=0, num_videos=1000, num_frames=64, frame_size=96)
-  # Online kNN monitor on labelled synthetic object crops from held-out videos.
-  config.monitor = dict(support_per_class=50, query_per_class=100, k=20, temperature=0.07)
+  # Online kNN monitor: labelled sets (synthetic, imagefolder:DIR, tfds:NAME[:SPLIT]);
+  # synthetic = object crops of held-out videos of the embedded world, per_class of each.
+  config.monitor = dict(support='synthetic', query='synthetic', support_per_class=50,
+                        query_per_class=100, k=20, temperature=0.07)
 
   if arg == 'smoke':
     config.total_steps = 6

@@ -100,3 +100,25 @@ def test_linear_probe_learns_separable_classes_and_never_looks_at_the_query_to_t
   few = linear.linear_probe(support, support_labels, query, query_labels, 5,
                             samples_per_class=4, runs=3)
   assert len(few['linear']['runs']) == 3 and 0.3 < few['linear_top1'] <= result['linear_top1'] + 0.1
+
+
+def test_context_match_against_brute_force():
+  rng = np.random.default_rng(3)
+  support, query = rng.normal(size=(60, 5)), rng.normal(size=(25, 5))
+  support_contexts = rng.choice(['cat', 'moon', 'road'], 60)
+  query_contexts = rng.choice(['cat', 'moon', 'road', ''], 25)  # '' = unknown
+  similarity = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (
+      support / np.linalg.norm(support, axis=1, keepdims=True)).T
+  nearest = np.argsort(-similarity, axis=1)[:, :8]
+  result = metrics.context_match(nearest, support_contexts, query_contexts)
+  for k in (1, 8):
+    expected = np.mean([[query_contexts[q] != '' and support_contexts[s] == query_contexts[q]
+                         for s in nearest[q, :k]] for q in range(25)])
+    np.testing.assert_allclose(result[f'context_match@{k}'], expected)
+  chance = np.mean([np.mean(support_contexts == c) if c else 0.0 for c in query_contexts])
+  np.testing.assert_allclose(result['context_match_chance'], chance)
+  # An encoder that only sees backgrounds: every neighbour shares the query's context.
+  same = np.array([[np.flatnonzero(support_contexts == c)[0]] * 8 if c else [0] * 8
+                   for c in query_contexts])
+  everything = metrics.context_match(same, support_contexts, query_contexts)
+  np.testing.assert_allclose(everything['context_match@8'], np.mean(query_contexts != ''))

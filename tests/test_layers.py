@@ -16,7 +16,7 @@ LAYERS = [
     ('vidjax.parallel', 1), ('vidjax.multihost', 1), ('vidjax.metrics_log', 1),
     ('vidjax.step', 2), ('vidjax.checkpointing', 2), ('vidjax.config_checks', 2),
     ('vidjax.workdir', 3), ('vidjax.evaluate', 3),
-    ('vidjax.train', 4), ('vidjax.prepare', 4), ('vidjax.evaluate.__main__', 4),
+    ('vidjax.train', 4), ('vidjax.prepare', 4), ('vidjax.world', 4), ('vidjax.evaluate.__main__', 4),
 ]
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from vidjax.data.sources import world as synthetic
+from vidjax.data.sources import world_crops
 from vidjax.evaluate import encoders, fewshot
 
 NUM_VIDEOS = 24
@@ -40,12 +41,13 @@ def test_interface(world):
   assert world.fps == 10.0
   assert world.video_name(12) == 'synthetic/train/00012'
   frame = world.frame(3, 5)
-  assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.flags.c_contiguous
+  assert frame.shape == (96, 128, 3) and frame.dtype == np.uint8 and frame.flags.c_contiguous
   small = synthetic.SyntheticWorld(frame_size=64)
-  assert small.frame(0, 0).shape == (64, 64, 3)
+  assert small.frame(0, 0).shape == (64, 86, 3) and small.shape == (64, 86)
   rows = small.boxes(0, 0)
   assert rows.dtype == synthetic.BOX_DTYPE
-  assert np.all(rows['x1'] <= 64) and np.all(rows['y1'] <= 64)
+  assert np.all(rows['x1'] <= 86) and np.all(rows['y1'] <= 64)
+  assert world.context(3) in synthetic.PHOTOS
 
 
 def test_frames_are_a_pure_function_of_seed_split_video_and_t(world):
@@ -74,7 +76,7 @@ def test_adjacent_frames_are_much_closer_than_other_videos(world):
 def test_boxes_are_valid_and_cover_every_category(all_boxes):
   rows = np.concatenate(list(all_boxes.values()))
   assert rows.dtype == synthetic.BOX_DTYPE
-  assert np.all((rows['x0'] >= 0) & (rows['y0'] >= 0) & (rows['x1'] <= 96) & (rows['y1'] <= 96))
+  assert np.all((rows['x0'] >= 0) & (rows['y0'] >= 0) & (rows['x1'] <= 128) & (rows['y1'] <= 96))
   assert np.all((rows['x1'] > rows['x0']) & (rows['y1'] > rows['y0']))
   assert np.all((rows['visible_fraction'] >= 0) & (rows['visible_fraction'] <= 1))
   assert set(rows['category'].tolist()) == set(range(len(synthetic.CATEGORIES)))
@@ -92,7 +94,7 @@ def test_objects_move_cross_the_border_and_get_occluded(all_boxes):
       centres = np.stack([track['x0'] + track['x1'], track['y0'] + track['y1']], axis=1) / 2
       moved += np.ptp(centres, axis=0).max() > 5
       at_border = ((track['x0'] == 0) | (track['y0'] == 0)
-                   | (track['x1'] == 96) | (track['y1'] == 96))
+                   | (track['x1'] == 128) | (track['y1'] == 96))
       touching_border += at_border.any()
       entering_or_leaving += len(track) < NUM_FRAMES
       occluded_inside += np.any(~at_border & (track['visible_fraction'] < 0.9))
@@ -126,8 +128,9 @@ def test_concurrent_reads_match_serial_reads(world):
     lambda w: w.boxes(0, -1),
     lambda w: w.num_frames(NUM_VIDEOS),
     lambda w: w.video_name(-1),
-    lambda w: synthetic.labelled_crops(split='train2'),
-    lambda w: synthetic.labelled_crops(per_class=50, num_videos=3),
+    lambda w: world_crops.labelled_crops(split='train2'),
+    lambda w: world_crops.labelled_crops(per_class=50, num_videos=3),
+    lambda w: w.context(NUM_VIDEOS),
 ])
 def test_bad_arguments_raise_value_error(world, call):
   with pytest.raises(ValueError):
@@ -135,14 +138,33 @@ def test_bad_arguments_raise_value_error(world, call):
 
 
 def test_labelled_crops_are_balanced_distinct_and_deterministic():
-  images, labels = synthetic.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
+  crops = world_crops.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
+  images, labels = crops.images, crops.labels
   assert images.shape == (40, 24, 24, 3) and images.dtype == np.uint8
-  assert labels.dtype == np.int32
+  assert labels.dtype == np.int32 and len(crops) == 40
   np.testing.assert_array_equal(np.bincount(labels), np.full(len(synthetic.CATEGORIES), 4))
   assert len(np.unique(images.reshape(len(images), -1), axis=0)) == len(images)
-  again, again_labels = synthetic.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
-  np.testing.assert_array_equal(again, images)
-  np.testing.assert_array_equal(again_labels, labels)
+  again = world_crops.labelled_crops(seed=0, split='support', per_class=4, crop_size=24)
+  np.testing.assert_array_equal(again.images, images)
+  np.testing.assert_array_equal(again.labels, labels)
+  # Each crop records where it came from: its video's photograph, frame and box.
+  source = synthetic.SyntheticWorld(seed=0, split='support', num_videos=int(crops.videos.max()) + 1)
+  for i in (0, 17, 39):
+    assert crops.contexts[i] == source.context(crops.videos[i])
+    frame = source.frame(crops.videos[i], crops.times[i])
+    np.testing.assert_array_equal(world_crops.crop(frame, crops.boxes[i], 24), images[i])
+
+
+def test_backgrounds_are_photographs_shared_by_many_videos():
+  videos = synthetic.SyntheticWorld(seed=0, split='train', num_videos=200)
+  photos = [videos.context(v) for v in range(200)]
+  assert len(set(photos)) == len(synthetic.PHOTOS)  # Each photograph is seen ...
+  assert max(photos.count(p) for p in set(photos)) >= 10  # ... by many videos.
+  # The camera pans: a video's background at t = 0 and t = 40 differs, but less than two
+  # videos over different photographs do.
+  first, later = videos.frame(0, 0), videos.frame(0, 40)
+  other = next(v for v in range(200) if photos[v] != photos[0])
+  assert 3 < _mean_abs_difference(first, later) < _mean_abs_difference(first, videos.frame(other, 0))
 
 
 def _colour_histograms(images):
@@ -153,8 +175,10 @@ def _colour_histograms(images):
 
 
 def test_raw_pixels_stay_far_below_half_and_colour_alone_is_chance():
-  support, support_labels = synthetic.labelled_crops(split='support', per_class=20)
-  query, query_labels = synthetic.labelled_crops(split='query', per_class=30)
+  support_crops = world_crops.labelled_crops(split='support', per_class=20)
+  query_crops = world_crops.labelled_crops(split='query', per_class=30)
+  support, support_labels = support_crops.images, support_crops.labels
+  query, query_labels = query_crops.images, query_crops.labels
   pixels = fewshot.few_shot_nn_accuracy(encoders.flat_centred(support), support_labels,
                                         encoders.flat_centred(query), query_labels, shots=5)
   assert pixels.shape == (10,)

@@ -3,7 +3,9 @@
 Specs:
   synthetic          the embedded world's object crops (support or query split, from videos
                      disjoint from training and from each other)
-  imagefolder:DIR    one sub-folder per category of image crops (the field's usual layout)
+  imagefolder:DIR    one sub-folder per category of image crops (the field's usual layout);
+                     an optional DIR/crops.csv (columns path, context) says what surrounds
+                     each crop's object, e.g. its background photograph
   tfds:NAME[:SPLIT]  a prepared TFDS classification dataset, read with tfds.data_source
                      (no TensorFlow): its first Image and first ClassLabel features
 
@@ -12,25 +14,31 @@ as uint8 [n, size, size, 3], resized to the model's square input (crops are squa
 cut, so the whole object stays in view). Unreadable files are left out when the set is
 opened, counted in `skipped`.
 """
+import csv
 import io
 import os
 
 import numpy as np
 from PIL import Image
 
-from vidjax.data.sources import base, world
+from vidjax.data.sources import base, world, world_crops
 from vidjax.errors import ConfigError
+
+CROPS_CSV = 'crops.csv'  # An imagefolder's optional listing: path, context, ...
 
 
 class LabelledImages:
   """Images held by path (imagefolder), by record (tfds) or in memory (synthetic)."""
 
-  def __init__(self, class_names, labels, ids, load, skipped=()):
+  def __init__(self, class_names, labels, ids, load, skipped=(), contexts=None):
     self.class_names = list(class_names)
     self.labels = np.asarray(labels, np.int32)
     self.ids = list(ids)
     self._load = load  # (item index) -> HxWx3 uint8
     self.skipped = list(skipped)
+    # Per item, what surrounds its object (e.g. the background photograph), or None when
+    # the set does not know: the evaluation's context_match needs it.
+    self.contexts = None if contexts is None else np.asarray(contexts, object)
 
   def __len__(self):
     return len(self.labels)
@@ -76,7 +84,23 @@ def image_folder(root: str, flag: str) -> LabelledImages:
   keep = {path for path, _ in usable}
   labels = [label for path, label in zip(paths, labels) if path in keep]
   paths = [path for path in paths if path in keep]
-  return LabelledImages(class_names, labels, paths, lambda i: _read_rgb(paths[i]), skipped)
+  return LabelledImages(class_names, labels, paths, lambda i: _read_rgb(paths[i]), skipped,
+                        _folder_contexts(root, paths, flag))
+
+
+def _folder_contexts(root: str, paths, flag: str):
+  """Each image's `context` from root/crops.csv (columns path, relative to root, and
+  context), or None without that file. Images it does not list get context ''."""
+  listing = os.path.join(root, CROPS_CSV)
+  if not os.path.isfile(listing):
+    return None
+  with open(listing, newline='') as f:
+    reader = csv.DictReader(f)
+    if not {'path', 'context'} <= set(reader.fieldnames or ()):
+      raise ConfigError(f'{flag}: {listing} needs the columns path and context; it has '
+                        f'{reader.fieldnames}')
+    by_path = {os.path.normpath(row['path']): row['context'] for row in reader}
+  return [by_path.get(os.path.normpath(os.path.relpath(path, root)), '') for path in paths]
 
 
 def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
@@ -106,12 +130,21 @@ def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
 def synthetic_crops(split: str, config) -> LabelledImages:
   per_class = (config.monitor.support_per_class if split == 'support'
                else config.monitor.query_per_class)
-  images, labels = world.labelled_crops(
+  crops = world_crops.labelled_crops(
       seed=config.synthetic.seed, split=split, per_class=per_class,
       crop_size=config.image_size, frame_size=config.synthetic.frame_size)
-  return LabelledImages(world.CATEGORIES, labels,
-                        [f'synthetic/{split}/{i}' for i in range(len(labels))],
-                        lambda i: images[i])
+  return LabelledImages(world.CATEGORIES, crops.labels,
+                        [f'synthetic/{split}/{i}' for i in range(len(crops))],
+                        lambda i: crops.images[i], contexts=crops.contexts)
+
+
+def align_query_labels(support_set, query_set) -> tuple:
+  """(query labels in the support's class numbering, mask of queries whose class the
+  support has); classes are matched by name."""
+  position = {name: i for i, name in enumerate(support_set.class_names)}
+  mapped = np.array([position.get(query_set.class_names[label], -1)
+                     for label in query_set.labels])
+  return mapped, mapped >= 0
 
 
 def open_labelled(spec: str, split: str, config, flag: str) -> LabelledImages:

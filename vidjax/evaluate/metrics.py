@@ -111,3 +111,26 @@ def separation_metrics(embeddings, labels, max_pairs: int = 200_000) -> dict:
   same, different = similarity_pairs(embeddings, labels, max_pairs)
   return {'same_mean': float(same.mean()), 'different_mean': float(different.mean()),
           'roc_auc': roc_auc(same, different)}
+
+
+def context_match(neighbours, support_contexts, query_contexts, ks=(1, 8)) -> dict:
+  """How often a query's nearest support items share its context (what surrounds the object,
+  e.g. the background photograph) rather than, or as well as, its category.
+
+  neighbours: [Q, >= max(ks)] support rows nearest each query, best first (-1 = none).
+  Returns {'context_match@k': mean share of the k nearest with the query's context, and
+  'context_match_chance': the share of all support items with it, averaged over queries};
+  an encoder that matches backgrounds scores far above chance. An empty context ('')
+  matches nothing.
+  """
+  support_contexts = np.asarray(support_contexts, object)
+  query_contexts = np.asarray(query_contexts, object)
+  known = query_contexts != ''
+  same = (support_contexts[np.maximum(neighbours, 0)] == query_contexts[:, None])
+  same &= (neighbours >= 0) & known[:, None]
+  result = {f'context_match@{k}': float(same[:, :k].mean()) for k in ks}
+  names, counts = np.unique(support_contexts, return_counts=True)
+  share = dict(zip(names, counts / len(support_contexts)))
+  result['context_match_chance'] = float(np.mean(
+      [share.get(c, 0.0) if c != '' else 0.0 for c in query_contexts]))
+  return result

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-t
 CELL = 96  # Pixels per crop in the grid.
 BORDER = 4
 SAME, DIFFERENT, QUERY = (40, 170, 60), (210, 50, 50), (90, 90, 90)
+CONTEXT = (30, 90, 230)  # The corner mark of a neighbour over the query's background.
 
 
 def pick_queries(labels, count: int, seed: int = 0) -> np.ndarray:
@@ -32,24 +33,31 @@ def nearest(index, query_embeddings, k: int):
   return index.search(knn.l2_normalize(query_embeddings), k)
 
 
-def _cell(image, colour, caption: str) -> Image.Image:
+def _cell(image, colour, caption: str, same_context: bool = False) -> Image.Image:
   tile = Image.new('RGB', (CELL + 2 * BORDER, CELL + 2 * BORDER + 14), (255, 255, 255))
   tile.paste(Image.new('RGB', (CELL + 2 * BORDER, CELL + 2 * BORDER), colour), (0, 0))
   tile.paste(Image.fromarray(image).resize((CELL, CELL), Image.NEAREST), (BORDER, BORDER))
-  ImageDraw.Draw(tile).text((BORDER, CELL + 2 * BORDER + 1), caption, fill=(0, 0, 0))
+  draw = ImageDraw.Draw(tile)
+  if same_context:
+    corner = CELL + 2 * BORDER
+    draw.polygon([(corner - 22, 0), (corner, 0), (corner, 22)], fill=CONTEXT)
+  draw.text((BORDER, CELL + 2 * BORDER + 1), caption, fill=(0, 0, 0))
   return tile
 
 
 def retrieval_grid(query_images, query_labels, support_images, support_labels, similarities,
-                   neighbours, class_names, png_path: str, html_path: str):
+                   neighbours, class_names, png_path: str, html_path: str, same_context=None):
   """One row per query: the query (grey border) and its nearest support crops, bordered
-  green when of the query's category and red when not, captioned with the cosine."""
+  green when of the query's category and red when not, captioned with the cosine. With
+  `same_context` ([queries, neighbours] bool), a blue corner marks each neighbour cut over
+  the query's background: rows full of blue corners show an encoder matching backgrounds."""
   rows = []
   for q, (sims, found) in enumerate(zip(similarities, neighbours)):
-    row = [(query_images[q], QUERY, f'query: {class_names[query_labels[q]]}'[:16])]
-    for sim, s in zip(sims, found):
+    row = [(query_images[q], QUERY, f'query: {class_names[query_labels[q]]}'[:16], False)]
+    for n, (sim, s) in enumerate(zip(sims, found)):
       colour = SAME if support_labels[s] == query_labels[q] else DIFFERENT
-      row.append((support_images[s], colour, f'{sim:.3f} {class_names[support_labels[s]]}'[:16]))
+      row.append((support_images[s], colour, f'{sim:.3f} {class_names[support_labels[s]]}'[:16],
+                  bool(same_context is not None and same_context[q, n])))
     rows.append(row)
   tiles = [[_cell(*cell) for cell in row] for row in rows]
   width, height = tiles[0][0].size
@@ -73,7 +81,8 @@ def _retrieval_html(rows, path: str):
   for row in rows:
     cells = ''.join(
         f'<td><img src="{data_uri(image)}" style="border-color:rgb{colour}"><br>'
-        f'{html.escape(caption)}</td>' for image, colour, caption in row)
+        f'{html.escape(caption)}{" (same background)" if same_context else ""}</td>'
+        for image, colour, caption, same_context in row)
     lines.append(f'<tr>{cells}</tr>')
   lines.append('</table>')
   with open(path, 'w') as f:

@@ -15,18 +15,9 @@ from vidjax.evaluate import datasets, encoders, export, knn, linear, metrics, pi
 TABLE_COLUMNS = ('knn_top1', '5-shot', 'linear_top1', 'mAP', 'roc_auc')
 
 
-def align_query_labels(support_set, query_set) -> tuple:
-  """(query labels in the support's class numbering, mask of queries whose class the
-  support has); classes are matched by name."""
-  position = {name: i for i, name in enumerate(support_set.class_names)}
-  mapped = np.array([position.get(query_set.class_names[label], -1)
-                     for label in query_set.labels])
-  return mapped, mapped >= 0
-
-
 def check_shared_classes(support_set, query_set, options):
   """A ConfigError unless some query category is also a support category (by name)."""
-  if not align_query_labels(support_set, query_set)[1].any():
+  if not datasets.align_query_labels(support_set, query_set)[1].any():
     names = lambda images: ', '.join(images.class_names[:5]) + (
         ', ...' if len(images.class_names) > 5 else '')
     raise ConfigError(f'--query={options.query}: none of its categories ({names(query_set)}) '
@@ -51,7 +42,7 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
     return None
   support, query = np.asarray(support), np.asarray(query)
   index = knn.build_index(support, options.index, os.path.join(embedded, 'support.faiss'))
-  query_labels, known = align_query_labels(support_set, query_set)
+  query_labels, known = datasets.align_query_labels(support_set, query_set)
   query, query_labels = query[known], query_labels[known]
   support_labels, num_classes = support_set.labels, len(support_set.class_names)
   notes = [f'{np.sum(~known)} query items of classes the support lacks left out'] if (
@@ -69,6 +60,11 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
                                     config.seed))
   result['retrieval'] = metrics.retrieval_metrics(support, support_labels, query, query_labels)
   result['separation'] = metrics.separation_metrics(query, query_labels)
+  query_contexts = None
+  if support_set.contexts is not None and query_set.contexts is not None:
+    query_contexts = query_set.contexts[known]
+    _, nearest = index.search(knn.l2_normalize(query), min(8, len(support)))
+    result.update(metrics.context_match(nearest, support_set.contexts, query_contexts))
   result['notes'] = notes + fewshot_notes
 
   rows = pictures.pick_queries(query_labels, options.grid_queries, config.seed)
@@ -77,10 +73,12 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   query_rows = np.flatnonzero(known)[rows]
   used = sorted(set(neighbours.ravel().tolist()) - {-1})
   support_images = {s: show(support_set, s) for s in used}
+  same_context = None if query_contexts is None else (
+      support_set.contexts[np.maximum(neighbours, 0)] == query_contexts[rows][:, None])
   pictures.retrieval_grid(
       [show(query_set, q) for q in query_rows], query_labels[rows], support_images,
       support_labels, similarities, neighbours, support_set.class_names,
-      os.path.join(out, 'retrieval.png'), os.path.join(out, 'retrieval.html'))
+      os.path.join(out, 'retrieval.png'), os.path.join(out, 'retrieval.html'), same_context)
   same, different = metrics.similarity_pairs(query, query_labels)
   pictures.similarity_histogram(same, different, os.path.join(out, 'similarity.png'),
                                 f'{init}: ROC AUC {result["separation"]["roc_auc"]:.3f}')
@@ -89,15 +87,21 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
 
 
 def table(results) -> str:
-  """A Markdown table of the headline numbers, one row per encoder."""
-  lines = ['| encoder | ' + ' | '.join(TABLE_COLUMNS) + ' |',
-           '|---' * (len(TABLE_COLUMNS) + 1) + '|']
+  """A Markdown table of the headline numbers, one row per encoder; context_match@8 (with
+  its chance rate) when the sets know each crop's context."""
+  columns = list(TABLE_COLUMNS)
+  with_context = all('context_match@8' in r for r in results)
+  if with_context:
+    columns.append('context_match@8 (chance)')
+  lines = ['| encoder | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
   for r in results:
     five = r['fewshot'].get('5')
     cells = [f"{r['knn_top1']:.3f}",
              f"{five['mean']:.3f} ± {five['ci95']:.3f}" if five else 'n/a',
              f"{r['linear_top1']:.3f}", f"{r['retrieval']['mAP']:.3f}",
              f"{r['separation']['roc_auc']:.3f}"]
+    if with_context:
+      cells.append(f"{r['context_match@8']:.3f} ({r['context_match_chance']:.3f})")
     lines.append(f"| {r['init']} | " + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

@@ -1,4 +1,5 @@
-"""videos:DIR: every video file under DIR as a frame source, decoded with PyAV.
+"""videos:DIR: every video file under DIR as a frame source, decoded with PyAV; and
+`write_video`, which encodes frames as H.264 mp4.
 
 Open time, per file: one demux pass (no decoding) lists every frame's timestamp and the
 keyframes. Container frame counts are not trusted: a truncated mp4 still declares all its
@@ -24,7 +25,9 @@ video's first frame), counted in `frame_errors` and logged once per file.
 """
 import collections
 import dataclasses
+import fractions
 import itertools
+import os
 
 import av
 import numpy as np
@@ -259,3 +262,34 @@ class VideoFiles(base.FileSource):
     except _DECODE_ERRORS as e:
       self._drop_container(video)
       logging.warning('%s: decoding stopped: %s', self.paths[video], e)
+
+
+def write_video(path: str, frames, fps: float, keyframe_every: int = 10, crf: int = 18):
+  """Encodes HxWx3 uint8 `frames` (an iterable, all one size) as H.264 (yuv420p, so odd
+  sizes are padded to even) at `path`, under a temporary name renamed when complete.
+
+  Keyframes every `keyframe_every` frames keep random access cheap for training.
+  """
+  tmp = f'{path}.tmp'
+  try:
+    with av.open(tmp, 'w', format='mp4') as container:
+      stream = None
+      for frame in frames:
+        if stream is None:
+          height, width = frame.shape[:2]
+          stream = container.add_stream(
+              'libx264', rate=fractions.Fraction(fps).limit_denominator(1001))
+          stream.width, stream.height = width + width % 2, height + height % 2
+          stream.pix_fmt = 'yuv420p'
+          stream.options = {'g': str(keyframe_every), 'crf': str(crf)}
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+          frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)),
+                         mode='edge')
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+      if stream is None:
+        raise ValueError(f'{path}: no frames to write')
+      container.mux(stream.encode())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

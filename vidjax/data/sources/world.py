@@ -1,19 +1,29 @@
-"""An embedded procedural video world: the project's demo dataset and test fixture.
+"""The embedded video world: drawn objects moving over real photographs, seen by a camera
+that pans and zooms across them. The project's default data and its test fixture.
 
-Every video shows 3-6 objects from CATEGORIES moving, spinning, scaling, occluding each other
-and crossing the frame border, over a cluttered background, seen by a drifting camera under
-drifting light, with pixel noise. A category is a (texture, shape) pair; colours are random
-per instance, so only shape and texture identify a category.
+Every video is a window onto one of PHOTOS (the photographs that ship inside scikit-image):
+the camera pans and zooms across it, so backgrounds are textured, temporally coherent and
+shared by many videos, as on a day of dash-cam footage. Over it move 2-5 objects of
+CATEGORIES (and a few distractor lumps): a category is a (texture, shape) pair, drawn with
+real variation from instance to instance (aspect, outline, texture scale and phase, size,
+pose) and in random colours, so that only shape and texture say what a thing is. Most
+objects move on their own, independently of the camera; some stand still in the scene and
+move with it. They occlude each other and enter and leave the frame. Light and white
+balance drift; pixel noise is added.
 
-A frame is a pure function of (seed, split, video_id, t), rendered on demand: per-video sprites
-and background tiles are built once (cached per process), then each frame warps the sprites
-with an inverse affine map (nearest-neighbour) and composites them front to back.
-Splits 'train', 'support' and 'query' hold disjoint videos.
+A frame is a pure function of (seed, split, video, t), rendered on demand: a video's sprites
+are drawn once (cached per process), then each frame resamples the photograph under the
+camera, warps the sprites with an inverse affine map (nearest neighbour) and composites them
+front to back. Splits 'train', 'support' and 'query' hold disjoint videos over the same
+photographs; `context(video)` names a video's photograph, so an evaluation can tell when
+an encoder matches backgrounds instead of objects.
 """
 import dataclasses
 import functools
+import importlib.util
 import math
 import operator
+import os
 
 import numpy as np
 from PIL import Image
@@ -26,6 +36,10 @@ _CATEGORY_PARTS = (
     ('speckled', 'heart'), ('bordered', 'arrow'),
 )
 CATEGORIES = tuple(f'{texture} {shape}' for texture, shape in _CATEGORY_PARTS)
+# Files in scikit-image's data folder: photographs of scenes, surfaces and textures.
+PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
+          'hubble_deep_field.jpg', 'retina.jpg', 'ihc.png', 'camera.png', 'brick.png',
+          'grass.png', 'gravel.png', 'moon.png', 'coins.png')
 SPLITS = ('train', 'support', 'query')
 # Rows of SyntheticWorld.boxes: one per object at least partly inside the frame. Boxes are the
 # object's full extent clipped to the frame; `instance` identifies the object within its video.
@@ -33,29 +47,50 @@ BOX_DTYPE = np.dtype([('category', np.int32), ('x0', np.float32), ('y0', np.floa
                       ('x1', np.float32), ('y1', np.float32), ('visible_fraction', np.float32),
                       ('instance', np.int32)])
 
-_REFERENCE_FRAME_SIZE = 96  # sizes and speeds below are in pixels at this frame size
-_NOISE_SIGMA = 3.0  # pixel noise, in 0-255 levels
+_REFERENCE_HEIGHT = 96  # Sizes and speeds below are in pixels at this frame height.
+_ASPECT = 4 / 3  # Frame width / height.
+_PHOTO_HEIGHTS = 3.2  # A photograph's shorter side, in frame heights, once loaded.
+_NOISE_SIGMA = 3.0  # Pixel noise, in 0-255 levels.
 _NOISE_BANK_MARGIN = 32
 _TUMBLING_FRACTION = 0.3
-_MAX_PULSE = 0.25  # relative amplitude of each layer's scale oscillation
-_CROP_MARGIN = 1.25
-_MIN_CROP_VISIBLE = 0.6
-_MIN_CROP_BOX_PX = 14.0
-_CROP_TIMES_PER_VIDEO = 4
-_MAX_CROPS_PER_INSTANCE = 2
+_STILL_FRACTION = 0.25  # Objects that stand still in the scene and move with the camera.
+_MAX_PULSE = 0.2  # Relative amplitude of each object's scale oscillation.
+_MAX_ZOOM = 0.15  # Relative amplitude of the camera's zoom.
 _CLUTTER_BANK_SEED = 1
-_CROP_STREAM = 7  # seed-sequence word separating crop sampling from video content
+
+
+def frame_shape(frame_size: int) -> tuple:
+  """(height, width) of the frames of a world whose frame_size (height) is given."""
+  return frame_size, 2 * round(frame_size * _ASPECT / 2)
+
+
+@functools.lru_cache(maxsize=2)
+def _photos(height: int) -> tuple:
+  """PHOTOS as RGB PIL images whose shorter side is _PHOTO_HEIGHTS x the frame height."""
+  folder = os.path.join(importlib.util.find_spec('skimage').submodule_search_locations[0],
+                        'data')
+  photos = []
+  for name in PHOTOS:
+    with Image.open(os.path.join(folder, name)) as image:
+      image = image.convert('RGB')
+      scale = _PHOTO_HEIGHTS * height / min(image.size)
+      image = image.resize((round(image.width * scale), round(image.height * scale)),
+                           Image.LANCZOS)
+    photos.append(image)
+  return tuple(photos)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Motion:
-  """Per-layer trajectories, each a sum of slow sinusoids so that motion is smooth.
+  """Per-layer trajectories in frame pixels, sums of slow sinusoids so motion is smooth.
 
   position(t) = centre + amplitude sin(omega t + phase)             (per axis)
   angle(t)    = angle + spin t + sway sin(sway_omega t + sway_phase)
   scale(t)    = (1 + pulse sin(pulse_omega t + pulse_phase)) / (1 + pulse)
+  Layers that are `still` keep their place in the scene: their position is carried by the
+  camera (and their amplitude is small).
   """
-  centre: np.ndarray  # (L, 2) x, y in frame pixels
+  centre: np.ndarray  # (L, 2) x, y
   amplitude: np.ndarray  # (L, 2)
   omega: np.ndarray  # (L, 2)
   phase: np.ndarray  # (L, 2)
@@ -67,6 +102,26 @@ class _Motion:
   pulse: np.ndarray  # (L,)
   pulse_omega: np.ndarray  # (L,)
   pulse_phase: np.ndarray  # (L,)
+  still: np.ndarray  # (L,) bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Camera:
+  """Frame pixel (x, y) shows photograph pixel centre(t) + (x - W/2, y - H/2) * scale(t)."""
+  photo: int
+  centre: np.ndarray  # (2,) x, y of the mean window centre in photo pixels
+  amplitude: np.ndarray  # (2,) of the centre's sinusoidal pan
+  omega: np.ndarray  # (2,)
+  phase: np.ndarray  # (2,)
+  scale: float  # photo pixels per frame pixel at zoom 1
+  zoom: float  # relative amplitude of the zoom oscillation
+  zoom_omega: float
+  zoom_phase: float
+
+  def at(self, t: int):
+    """(window centre (2,), photo pixels per frame pixel) at time t."""
+    centre = self.centre + self.amplitude * np.sin(self.omega * t + self.phase)
+    return centre, self.scale * (1 + self.zoom * math.sin(self.zoom_omega * t + self.zoom_phase))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +152,7 @@ class _VideoPlan:
   outline_starts: np.ndarray  # (L,) first outline point of each layer
   categories: np.ndarray  # (L,) category per layer, -1 for distractors
   motion: _Motion
-  background: np.ndarray  # (3, S, S) tile; the camera looks at a frame-sized window of it
-  camera: np.ndarray  # (3, 2, 2) amplitude, omega, phase of two sinusoids per axis
+  camera: _Camera
   lighting: _Lighting
   noise_key: int
 
@@ -109,54 +163,73 @@ def _sinusoids(rng, shape, amplitude, speed):
   return amplitudes, rng.uniform(*speed, shape) / amplitudes, rng.uniform(0, 2 * np.pi, shape)
 
 
+def _plan_camera(rng, shape, photos) -> _Camera:
+  height, width = shape
+  photo = int(rng.integers(len(photos)))
+  photo_width, photo_height = photos[photo].size
+  scale = rng.uniform(1.0, 1.8)
+  zoom = rng.uniform(0, _MAX_ZOOM)
+  # Room for the window centre at the widest zoom, per axis.
+  half = np.array([width, height]) * scale * (1 + zoom) / 2
+  room = np.maximum(np.array([photo_width, photo_height]) / 2 - half, 0)
+  amplitude = room * rng.uniform(0.3, 1.0, 2)
+  speed = rng.uniform(0.3, 1.2, 2) * scale * height / _REFERENCE_HEIGHT  # Photo px per frame.
+  omega = np.where(amplitude > 0, speed / np.maximum(amplitude, 1e-6), 0.0)
+  centre = (np.array([photo_width, photo_height]) / 2
+            + rng.uniform(-1, 1, 2) * (room - amplitude))
+  return _Camera(photo, centre, amplitude, omega, rng.uniform(0, 2 * np.pi, 2), float(scale),
+                 float(zoom), float(rng.uniform(0.02, 0.06)), float(rng.uniform(0, 2 * np.pi)))
+
+
 # Sized for a training run's whole set of videos: building a plan costs far more than
 # rendering a frame, and training visits the videos in random order.
 @functools.lru_cache(maxsize=1024)
 def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _VideoPlan:
   rng = np.random.default_rng([seed, SPLITS.index(split), video_id])
-  px = frame_size / _REFERENCE_FRAME_SIZE
-  objects = rng.integers(0, len(CATEGORIES), rng.integers(3, 7))
+  shape = frame_shape(frame_size)
+  px = frame_size / _REFERENCE_HEIGHT
+  objects = rng.integers(0, len(CATEGORIES), rng.integers(2, 6))
   # Array order is z-order, front first; distractors mix in between objects.
-  categories = rng.permutation(np.concatenate([objects, np.full(rng.integers(2, 6), -1)]))
+  categories = rng.permutation(np.concatenate([objects, np.full(rng.integers(0, 3), -1)]))
   count = categories.size
   pulse = rng.uniform(0, _MAX_PULSE, count)
   clutter = _clutter_bank(frame_size)
   sprites = []
   for category, peak_scale in zip(categories, 1 + pulse):
     if category >= 0:
-      texture, shape = _CATEGORY_PARTS[category]
+      texture, shape_name = _CATEGORY_PARTS[category]
       # Drawn at the peak of the scale oscillation, so warping only ever shrinks it.
-      radius = rng.uniform(10, 18) * px * peak_scale
-      stencil = render.draw_stencil(render.SHAPES[shape], texture, radius, rng)
+      radius = rng.uniform(9, 18) * px * peak_scale
+      stencil = render.draw_stencil(render.SHAPES[shape_name], texture, radius, rng,
+                                    variation=True)
     else:
-      stencil = render.pick(clutter['segment' if rng.random() < 0.5 else 'blob'], rng)
+      stencil = render.pick(clutter['patch' if rng.random() < 0.5 else 'blob'], rng)
     sprites.append(render.colourise(_padded_for_warping(stencil), rng))
   # Like real objects, most stay near their canonical pose and sway; some tumble.
   tumbling = (categories < 0) | (rng.random(count) < _TUMBLING_FRACTION)
-  amplitude, omega, phase = _sinusoids(rng, (count, 2), (10 * px, 70 * px), (0.5 * px, 2.0 * px))
+  still = (categories >= 0) & (rng.random(count) < _STILL_FRACTION)
+  amplitude, omega, phase = _sinusoids(rng, (count, 2), (10 * px, 60 * px), (0.5 * px, 2.0 * px))
+  amplitude = np.where(still[:, None], amplitude * 0.05, amplitude)
   motion = _Motion(
-      centre=rng.uniform(0.2, 0.8, (count, 2)) * frame_size,
+      centre=rng.uniform(0.15, 0.85, (count, 2)) * np.array(shape[::-1]),
       amplitude=amplitude, omega=omega, phase=phase,
-      angle=np.where(tumbling, rng.uniform(0, 2 * np.pi, count), rng.normal(0, 0.2, count)),
+      angle=np.where(tumbling, rng.uniform(0, 2 * np.pi, count), rng.normal(0, 0.25, count)),
       spin=tumbling * rng.uniform(0.005, 0.04, count) * rng.choice([-1, 1], count),
-      sway=~tumbling * rng.uniform(0.1, 0.6, count),
+      sway=~tumbling * rng.uniform(0.1, 0.5, count),
       sway_omega=rng.uniform(0.02, 0.08, count), sway_phase=rng.uniform(0, 2 * np.pi, count),
       pulse=pulse, pulse_omega=rng.uniform(0.02, 0.08, count),
-      pulse_phase=rng.uniform(0, 2 * np.pi, count))
-  margin = _camera_margin(frame_size)
-  slow = _sinusoids(rng, 2, (0.1 * margin, 0.55 * margin), (0.1 * px, 0.5 * px))
-  fast = _sinusoids(rng, 2, (0.05 * margin, 0.3 * margin), (0.1 * px, 0.4 * px))
+      pulse_phase=rng.uniform(0, 2 * np.pi, count), still=still)
   lighting = _Lighting(
-      brightness=rng.uniform(0.75, 1.15), flicker=rng.uniform(0.1, 0.3),
+      brightness=rng.uniform(0.8, 1.15), flicker=rng.uniform(0.05, 0.2),
       flicker_omega=rng.uniform(0.02, 0.1), flicker_phase=rng.uniform(0, 2 * np.pi),
-      white_balance=rng.uniform(0.85, 1.15, 3), tint=rng.uniform(0.03, 0.1),
+      white_balance=rng.uniform(0.85, 1.15, 3), tint=rng.uniform(0.02, 0.08),
       tint_omega=rng.uniform(0.02, 0.08, 3), tint_phase=rng.uniform(0, 2 * np.pi, 3),
       gradient=rng.uniform(0, 0.2), gradient_angle=rng.uniform(0, 2 * np.pi),
       gradient_spin=rng.uniform(-0.03, 0.03))
-  background = render.render_background(frame_size + 2 * margin + 1, clutter, rng)
+  camera = _plan_camera(rng, shape, _photos(frame_size))
   stencils = [sprite.stencil for sprite in sprites]
-  for array in (background, *(sprite.rgba for sprite in sprites)):
-    array.flags.writeable = False
+  for sprite in sprites:
+    sprite.rgba.flags.writeable = False
   return _VideoPlan(
       layers=tuple(sprite.rgba.reshape(4, -1) for sprite in sprites),
       sizes=tuple(stencil.size for stencil in stencils),
@@ -164,23 +237,18 @@ def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _Video
       outlines=np.concatenate([stencil.outline for stencil in stencils]).T,
       outline_layer=np.repeat(np.arange(count), [len(stencil.outline) for stencil in stencils]),
       outline_starts=np.cumsum([0] + [len(stencil.outline) for stencil in stencils[:-1]]),
-      categories=categories, motion=motion, background=background,
-      camera=np.stack([np.stack(pair, axis=-1) for pair in zip(slow, fast)]),
-      lighting=lighting, noise_key=int(rng.integers(2**31)))
+      categories=categories, motion=motion, camera=camera, lighting=lighting,
+      noise_key=int(rng.integers(2**31)))
 
 
 def _padded_for_warping(stencil: render.Stencil) -> render.Stencil:
   """`stencil` with enough empty margin that every pixel of its warped box samples inside it."""
-  min_scale = (1 - _MAX_PULSE) / (1 + _MAX_PULSE)
+  min_scale = (1 - _MAX_PULSE) / (1 + _MAX_PULSE) / (1 + _MAX_ZOOM)
   reach = math.sqrt(2) * (np.hypot(*stencil.outline.T).max() + 0.5 + 0.5 / min_scale) + 1
   pad = max(0, math.ceil(reach - stencil.size / 2))
   padded = np.zeros((3, stencil.size + 2 * pad, stencil.size + 2 * pad), np.float32)
   padded[:, pad:pad + stencil.size, pad:pad + stencil.size] = stencil.coverage
   return dataclasses.replace(stencil, coverage=padded)
-
-
-def _camera_margin(frame_size: int) -> int:
-  return int(math.ceil(0.15 * frame_size))
 
 
 @functools.lru_cache(maxsize=4)
@@ -190,33 +258,35 @@ def _clutter_bank(frame_size: int) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _noise_bank(frame_size: int) -> np.ndarray:
+def _noise_bank(shape: tuple) -> np.ndarray:
   """Gaussian pixel noise shared by all videos; frames read shifted windows of it."""
-  size = frame_size + _NOISE_BANK_MARGIN
-  bank = np.random.default_rng(0).standard_normal((3, size, size), np.float32) * _NOISE_SIGMA
+  height, width = shape
+  bank = np.random.default_rng(0).standard_normal(
+      (3, height + _NOISE_BANK_MARGIN, width + _NOISE_BANK_MARGIN), np.float32) * _NOISE_SIGMA
   bank.flags.writeable = False
   return bank
 
 
-def _camera_offset(camera: np.ndarray, t: int) -> np.ndarray:
-  amplitude, omega, phase = camera
-  return np.rint((amplitude * np.sin(omega * t + phase)).sum(axis=-1)).astype(int)
-
-
-def _composite(plan: _VideoPlan, t: int, frame_size: int, with_colour: bool):
+def _composite(plan: _VideoPlan, t: int, shape: tuple, with_colour: bool):
   """Front-to-back compositing of all layers at time t.
 
-  Returns (colour (3, F, F) or None, transmittance (F, F) left for the background,
+  Returns (colour (3, H, W) or None, transmittance (H, W) left for the background,
   boxes (L, 4) unclipped x0 y0 x1 y1, visible fraction (L,) of each layer's full area).
   """
+  height, width = shape
   motion = plan.motion
-  centres = (motion.centre + motion.amplitude * np.sin(motion.omega * t + motion.phase)
-             - _camera_offset(plan.camera, t))
+  own = motion.centre + motion.amplitude * np.sin(motion.omega * t + motion.phase)
+  # Still objects keep their place in the photograph: the camera's pan and zoom move them.
+  start_centre, start_scale = plan.camera.at(0)
+  centre, scale = plan.camera.at(t)
+  frame_middle = np.array([width, height]) / 2
+  carried = ((own - frame_middle) * start_scale + start_centre - centre) / scale + frame_middle
+  centres = np.where(motion.still[:, None], carried, own)
   angles = (motion.angle + motion.spin * t
             + motion.sway * np.sin(motion.sway_omega * t + motion.sway_phase))
   # Frame pixels per sprite pixel (sprites are drawn at the peak of the scale oscillation).
   scales = ((1 + motion.pulse * np.sin(motion.pulse_omega * t + motion.pulse_phase))
-            / (1 + motion.pulse))
+            / (1 + motion.pulse)) * np.where(motion.still, start_scale / scale, 1.0)
   cos, sin = np.cos(angles), np.sin(angles)
   outline_x, outline_y = plan.outlines
   forward_cos, forward_sin = (cos * scales)[plan.outline_layer], (sin * scales)[plan.outline_layer]
@@ -229,10 +299,11 @@ def _composite(plan: _VideoPlan, t: int, frame_size: int, with_colour: bool):
       np.maximum.reduceat(x, plan.outline_starts) + centres[:, 0] + half_pixel,
       np.maximum.reduceat(y, plan.outline_starts) + centres[:, 1] + half_pixel], axis=1)
   lefts, tops = np.maximum(np.floor(boxes[:, :2]), 0).astype(int).T.tolist()
-  rights, bottoms = np.minimum(np.ceil(boxes[:, 2:]), frame_size).astype(int).T.tolist()
+  rights = np.minimum(np.ceil(boxes[:, 2]), width).astype(int).tolist()
+  bottoms = np.minimum(np.ceil(boxes[:, 3]), height).astype(int).tolist()
   inverse_cos, inverse_sin = (cos / scales).tolist(), (sin / scales).tolist()
-  transmittance = np.ones((frame_size, frame_size), np.float32)
-  colour = np.zeros((3, frame_size, frame_size), np.float32) if with_colour else None
+  transmittance = np.ones(shape, np.float32)
+  colour = np.zeros((3,) + shape, np.float32) if with_colour else None
   visible_area = np.zeros(len(plan.layers))
   for i, (rgba, size) in enumerate(zip(plan.layers, plan.sizes)):
     left, top, right, bottom = lefts[i], tops[i], rights[i], bottoms[i]
@@ -259,15 +330,28 @@ def _composite(plan: _VideoPlan, t: int, frame_size: int, with_colour: bool):
   return colour, transmittance, boxes, np.clip(visible_area / (plan.areas * scales**2), 0, 1)
 
 
-def _light(lighting: _Lighting, t: int, frame_size: int) -> np.ndarray:
-  """(3, F, F) multiplier taking [0, 1] colour to 0-255 levels under the light at time t."""
+def _background(plan: _VideoPlan, t: int, shape: tuple, frame_size: int) -> np.ndarray:
+  """(3, H, W) float32 in [0, 1]: the photograph under the camera at time t."""
+  height, width = shape
+  centre, scale = plan.camera.at(t)
+  origin = centre - np.array([width, height]) * scale / 2
+  view = _photos(frame_size)[plan.camera.photo].transform(
+      (width, height), Image.AFFINE, (scale, 0, origin[0], 0, scale, origin[1]),
+      resample=Image.BILINEAR)
+  return np.asarray(view, np.float32).transpose(2, 0, 1) / 255
+
+
+def _light(lighting: _Lighting, t: int, shape: tuple) -> np.ndarray:
+  """(3, H, W) multiplier taking [0, 1] colour to 0-255 levels under the light at time t."""
+  height, width = shape
   flicker = math.exp(
       lighting.flicker * math.sin(lighting.flicker_omega * t + lighting.flicker_phase))
   gain = (255 * lighting.brightness * flicker * lighting.white_balance
           * (1 + lighting.tint * np.sin(lighting.tint_omega * t + lighting.tint_phase)))
   angle = lighting.gradient_angle + lighting.gradient_spin * t
-  position = np.linspace(-lighting.gradient, lighting.gradient, frame_size, dtype=np.float32)
-  ramp = 1 + (position * math.cos(angle))[None, :] + (position * math.sin(angle))[:, None]
+  across = np.linspace(-lighting.gradient, lighting.gradient, width, dtype=np.float32)
+  down = np.linspace(-lighting.gradient, lighting.gradient, height, dtype=np.float32)
+  ramp = 1 + (across * math.cos(angle))[None, :] + (down * math.sin(angle))[:, None]
   return ramp * gain.astype(np.float32)[:, None, None]
 
 
@@ -285,6 +369,7 @@ class SyntheticWorld:
     if not fps > 0:
       raise ValueError(f'fps: must be positive, got {fps}')
     self.seed, self.split, self.frame_size = int(seed), split, int(frame_size)
+    self.shape = frame_shape(self.frame_size)
     self.fps = float(fps)
     self._num_videos, self._num_frames = int(num_videos), int(num_frames)
 
@@ -299,26 +384,30 @@ class SyntheticWorld:
     self._check_video(video_id)
     return f'synthetic/{self.split}/{video_id:05d}'
 
+  def context(self, video_id: int) -> str:
+    """The photograph the video's camera looks at (its background), as a PHOTOS name."""
+    self._check_video(video_id)
+    return PHOTOS[_video_plan(self.seed, self.split, int(video_id), self.frame_size).camera.photo]
+
   def frame(self, video_id: int, t: int) -> np.ndarray:
-    """(frame_size, frame_size, 3) uint8 frame t of video `video_id`."""
+    """(height, width, 3) uint8 frame t of video `video_id`; see frame_shape."""
     plan = self._plan(video_id, t)
-    size = self.frame_size
-    colour, transmittance, _, _ = _composite(plan, t, size, with_colour=True)
-    margin = _camera_margin(size)
-    dx, dy = _camera_offset(plan.camera, t) + margin
-    colour += transmittance * plan.background[:, dy:dy + size, dx:dx + size]
-    colour *= _light(plan.lighting, t, size)
+    colour, transmittance, _, _ = _composite(plan, t, self.shape, with_colour=True)
+    colour += transmittance * _background(plan, t, self.shape, self.frame_size)
+    colour *= _light(plan.lighting, t, self.shape)
+    height, width = self.shape
     mixed = (plan.noise_key * 0x9E3779B1 + int(t) * 0x85EBCA77) & 0xFFFFFFFF
     ny, nx = mixed % _NOISE_BANK_MARGIN, (mixed >> 8) % _NOISE_BANK_MARGIN
-    colour += _noise_bank(size)[:, ny:ny + size, nx:nx + size]
+    colour += _noise_bank(self.shape)[:, ny:ny + height, nx:nx + width]
     return np.dstack(np.clip(colour, 0, 255, out=colour).astype(np.uint8))
 
   def boxes(self, video_id: int, t: int) -> np.ndarray:
     """BOX_DTYPE rows for the objects (not distractors) at least partly inside frame t."""
     plan = self._plan(video_id, t)
-    _, _, boxes, visible_fraction = _composite(plan, t, self.frame_size, with_colour=False)
+    _, _, boxes, visible_fraction = _composite(plan, t, self.shape, with_colour=False)
     is_object = plan.categories >= 0
-    clipped = np.clip(boxes, 0, self.frame_size)
+    height, width = self.shape
+    clipped = np.clip(boxes, 0, [width, height, width, height])
     inside = is_object & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     rows = np.zeros(int(inside.sum()), BOX_DTYPE)
     rows['category'] = plan.categories[inside]
@@ -337,79 +426,3 @@ class SyntheticWorld:
     if not 0 <= operator.index(t) < self._num_frames:
       raise ValueError(f't: {t} out of range [0, {self._num_frames})')
     return _video_plan(self.seed, self.split, int(video_id), self.frame_size)
-
-
-def labelled_crops(seed: int = 0, split: str = 'support', per_class: int = 50,
-                   crop_size: int = 32, num_videos: int | None = None,
-                   frame_size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-  """Balanced labelled object crops: (images uint8 [N, crop_size, crop_size, 3], labels int32 [N]).
-
-  N = per_class * len(CATEGORIES), sorted by label. Crops are squares of side 1.25 x the
-  longer box side around objects at least 60% visible, edge-padded at the frame border.
-  Videos are scanned in order at a few stratified random times each, until every category
-  has per_class distinct object instances; each instance gives one crop (a second one, from
-  another time, only when num_videos runs out first). `num_videos` caps the videos scanned
-  (None: as many as needed).
-  """
-  if split not in SPLITS:
-    raise ValueError(f"split: unknown {split!r}; expected one of {', '.join(SPLITS)}")
-  if operator.index(per_class) < 1 or operator.index(crop_size) < 1:
-    raise ValueError(f'per_class and crop_size must be >= 1, got {per_class} and {crop_size}')
-  world = SyntheticWorld(seed, split, 2**31 - 1 if num_videos is None else num_videos,
-                         frame_size=frame_size)
-  rng = np.random.default_rng([seed, SPLITS.index(split), _CROP_STREAM])
-  first_picks = [[] for _ in CATEGORIES]  # (video, t, box) per category, one per instance
-  later_picks = [[] for _ in CATEGORIES]
-  video_id = 0
-  while video_id < len(world) and min(map(len, first_picks)) < per_class:
-    by_instance = _crop_candidates(world, video_id, rng)
-    for instance in sorted(by_instance):
-      category, candidates = by_instance[instance]
-      chosen = rng.permutation(len(candidates))[:_MAX_CROPS_PER_INSTANCE]
-      first_picks[category].append(candidates[chosen[0]])
-      later_picks[category].extend(candidates[i] for i in chosen[1:])
-    video_id += 1
-  picks = []
-  for category, name in enumerate(CATEGORIES):
-    available = first_picks[category] + later_picks[category]
-    if len(available) < per_class:
-      raise ValueError(f'only {len(available)} eligible crops of {name!r} in {video_id} {split} '
-                       f'videos; need per_class={per_class}: allow more num_videos')
-    picks += [(category, *pick) for pick in available[:per_class]]
-  images = np.empty((len(picks), crop_size, crop_size, 3), np.uint8)
-  # Render in video order: per-video plans are cached only for the most recent videos.
-  frame, frame_key = None, None
-  for index in sorted(range(len(picks)), key=lambda i: picks[i][1:3]):
-    _, video, t, box = picks[index]
-    if frame_key != (video, t):
-      frame, frame_key = world.frame(video, t), (video, t)
-    images[index] = _crop(frame, box, crop_size)
-  return images, np.array([pick[0] for pick in picks], np.int32)
-
-
-def _crop_candidates(world: SyntheticWorld, video_id: int, rng: np.random.Generator) -> dict:
-  """{instance: (category, [(video_id, t, box), ...])} for objects worth cropping."""
-  edges = np.linspace(0, world.num_frames(video_id), _CROP_TIMES_PER_VIDEO + 1).astype(int)
-  times = {int(rng.integers(start, max(stop, start + 1)))
-           for start, stop in zip(edges[:-1], edges[1:])}
-  min_box = _MIN_CROP_BOX_PX * world.frame_size / _REFERENCE_FRAME_SIZE
-  by_instance = {}
-  for t in sorted(times):
-    for row in world.boxes(video_id, t):
-      box = (row['x0'], row['y0'], row['x1'], row['y1'])
-      if (row['visible_fraction'] >= _MIN_CROP_VISIBLE
-          and max(box[2] - box[0], box[3] - box[1]) >= min_box):
-        by_instance.setdefault(int(row['instance']), (int(row['category']), []))[1].append(
-            (video_id, t, box))
-  return by_instance
-
-
-def _crop(frame: np.ndarray, box, crop_size: int) -> np.ndarray:
-  """Square crop around `box` with _CROP_MARGIN, edge-padded, resized bilinearly to crop_size."""
-  x0, y0, x1, y1 = box
-  side = max(1, int(round(max(x1 - x0, y1 - y0) * _CROP_MARGIN)))
-  left, top = int(round((x0 + x1 - side) / 2)), int(round((y0 + y1 - side) / 2))
-  rows = np.clip(np.arange(top, top + side), 0, frame.shape[0] - 1)
-  cols = np.clip(np.arange(left, left + side), 0, frame.shape[1] - 1)
-  patch = Image.fromarray(frame[rows[:, None], cols[None, :]])
-  return np.asarray(patch.resize((crop_size, crop_size), Image.BILINEAR))

@@ -1,4 +1,4 @@
-"""Procedural sprites, textures and background tiles for the synthetic video world.
+"""Procedural sprites and textures of the objects of the embedded video world (world.py).
 
 Pure functions of their arguments (randomness comes from an explicit numpy Generator).
 Colours are float32 RGB in [0, 1]; images are channel-first (C, H, W) because numpy
@@ -10,7 +10,6 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 SUPERSAMPLE = 2
@@ -210,19 +209,31 @@ def _block_mean(mask: np.ndarray) -> np.ndarray:
 
 
 def draw_stencil(shape: ShapeFn, texture: str | None, radius_px: float,
-                 rng: np.random.Generator) -> Stencil:
-  """Stencil of `shape` (aspect-jittered) filled with `texture` (None: all foreground)."""
+                 rng: np.random.Generator, variation: bool = False) -> Stencil:
+  """Stencil of `shape` (aspect-jittered) filled with `texture` (None: all foreground).
+
+  With `variation`, instances of one shape differ as much as they can while staying that
+  shape: a wider aspect range, an outline bent by low harmonics, a texture scale drawn
+  from a wider range.
+  """
   size = int(np.ceil(2 * CANVAS_RADIUS * radius_px)) + 2
   samples = (np.arange(size * SUPERSAMPLE, dtype=np.float32) + 0.5) / SUPERSAMPLE
   coords = (samples - size / 2) / radius_px
   x, y = coords[None, :], coords[:, None]
-  stretch = np.sqrt(rng.uniform(0.8, 1.25))
-  inside = np.broadcast_to(shape(x * stretch, y / stretch), (coords.size,) * 2)
+  stretch = np.sqrt(rng.uniform(0.65, 1.55) if variation else rng.uniform(0.8, 1.25))
+  shape_x, shape_y = x * stretch, y / stretch
+  if variation:  # Radial bending: r -> r (1 + amplitude cos(k theta + phase)), k = 2 or 3.
+    bend = 1 + rng.uniform(0, 0.1) * np.cos(rng.integers(2, 4) * np.arctan2(y, x)
+                                            + rng.uniform(0, 2 * np.pi))
+    shape_x, shape_y = shape_x / bend, shape_y / bend
+  inside = np.broadcast_to(shape(shape_x, shape_y), (coords.size,) * 2)
   alpha = _block_mean(inside)
   if texture is None:
     foreground = alpha
   else:
     period = rng.uniform(*TEXTURE_PERIOD_PX[texture]) / radius_px
+    if variation:
+      period *= rng.uniform(0.85, 1.2)
     foreground = _block_mean(inside & TEXTURES[texture](x, y, inside, period, rng))
   coverage = np.stack([foreground, alpha - foreground, alpha])
   solid = alpha > 0.25
@@ -257,12 +268,6 @@ def paste(canvas: np.ndarray, sprite: Sprite, top: int, left: int) -> None:
   region += patch[:3]
 
 
-def smooth_noise(size: int, rng: np.random.Generator, cells: int) -> np.ndarray:
-  """(size, size) float32 noise in [0, 1] with about `cells` blobs across, bilinearly upsampled."""
-  grid = rng.random((cells + 1, cells + 1), dtype=np.float32)
-  return np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR))
-
-
 def draw_clutter_bank(frame_size: int, rng: np.random.Generator) -> dict[str, tuple[Stencil, ...]]:
   """Stencils of things that are no category: lumpy blobs, line segments, textured lumps."""
   px = frame_size / 96
@@ -284,24 +289,3 @@ def draw_clutter_bank(frame_size: int, rng: np.random.Generator) -> dict[str, tu
 
 def pick(bank: tuple[Stencil, ...], rng: np.random.Generator) -> Stencil:
   return bank[rng.integers(len(bank))]
-
-
-def render_background(size: int, clutter: dict[str, tuple[Stencil, ...]],
-                      rng: np.random.Generator) -> np.ndarray:
-  """A cluttered (3, size, size) float32 background tile: smooth colour field, grain, clutter."""
-  base, tint = (colour[:, None, None] for colour in random_colour_pair(rng))
-  mix = 0.6 * smooth_noise(size, rng, 3) + 0.4 * smooth_noise(size, rng, 7)
-  mix = (mix - mix.min()) / (np.ptp(mix) + 1e-6)
-  accent = rng.random((3, 1, 1), dtype=np.float32)
-  accent_weight = 0.6 * np.clip(smooth_noise(size, rng, 5) * 3 - 1.8, 0, 1)
-  tile = (base * (1 - mix) + tint * mix) * (1 - accent_weight) + accent * accent_weight
-  tile += 0.12 * (smooth_noise(size, rng, size // 3) - 0.5)
-  tile = np.clip(tile, 0, 1).astype(np.float32)
-  counts = {'blob': (6, 14), 'segment': (4, 10), 'patch': (1, 4)}
-  stencils = [pick(clutter[kind], rng)
-              for kind, count_range in counts.items() for _ in range(rng.integers(*count_range))]
-  for index in rng.permutation(len(stencils)):  # kinds interleave in z-order
-    sprite = colourise(stencils[index], rng)
-    top, left = rng.integers(-sprite.stencil.size // 2, size - sprite.stencil.size // 2, 2)
-    paste(tile, sprite, int(top), int(left))
-  return tile
