@@ -5,8 +5,10 @@ import numpy as np
 
 from vidjax.data import augment, motion
 
-CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2, track=False, jitter=0.0,
-                                      scale=(0.2, 0.6), ratio=(0.75, 1.333), flip=True))
+CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2,
+                                      track=False, jitter=0.0, scale=(0.2, 0.6),
+                                      ratio=(0.75, 1.333), flip=True, swap_prob=0.0,
+                                      negatives=0))
 PHOTOMETRIC = ml_collections.ConfigDict(dict(
     on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
     grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2, invert_prob=0.2))
@@ -85,7 +87,7 @@ def test_tracked_crops_follow_what_was_under_the_point():
   for track in (False, True):
     config = ml_collections.ConfigDict(dict(CROP, track=track, scale=(0.3, 0.3),
                                             ratio=(1.0, 1.0), flip=False))
-    views = [augment.crop_views(np.random.default_rng(seed), frames, config, image_size=36)
+    views = [augment.crop_views(np.random.default_rng(seed), frames, config, image_size=36)[0]
              for seed in range(20)]
     differences[track] = np.median([np.abs(v[0].astype(int) - v[1]).mean() for v in views])
   assert differences[True] < 1 and differences[False] > 20
@@ -95,8 +97,8 @@ def test_crop_views_shape_and_content():
   rng = np.random.default_rng(1)
   frame = np.zeros((60, 80, 3), np.uint8)
   frame[:, 40:] = 255
-  views = augment.crop_views(rng, [frame, frame], CROP, image_size=24)
-  assert views.shape == (2, 24, 24, 3) and views.dtype == np.uint8
+  views, negatives = augment.crop_views(rng, [frame, frame], CROP, image_size=24)
+  assert views.shape == (2, 24, 24, 3) and views.dtype == np.uint8 and len(negatives) == 0
 
 
 def test_photometric_numpy_and_jax_agree():
@@ -132,3 +134,50 @@ def test_grayscale_and_hue_rotation():
              grayscale_prob=0.0)
   shifted = augment.photometric(images, draws, hue)  # ~180 degrees: red becomes cyan-ish.
   assert shifted[0, 0, 0, 0] < shifted[0, 0, 0, 2]
+
+
+def _moving_square_frames(rng, background):
+  """Two frames of a textured square moving 6 px over a still, textured background."""
+  square = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 3), np.uint8), 4, 0), 4, 1)
+  a, b = background.copy(), background.copy()
+  a[40:56, 50:66] = square
+  b[40:56, 56:72] = square
+  return a, b
+
+
+def test_background_swap_keeps_the_moving_object_and_replaces_the_rest():
+  rng = np.random.default_rng(0)
+  background = np.repeat(np.repeat(rng.integers(0, 256, (24, 32, 3), np.uint8), 4, 0), 4, 1)
+  a, b = _moving_square_frames(rng, background)
+  mask = motion.moving_mask(*motion.motion_map(a, b), a.shape[:2])
+  assert mask.shape == a.shape[:2] and 0 <= mask.min() and mask.max() <= 1
+  assert mask[42:54, 58:70].mean() > 0.9  # The object, where it is in the second frame.
+  assert mask[:30].mean() < 0.05 and mask[70:].mean() < 0.05  # Still background.
+  backdrop = np.full_like(a, 77)
+  config = ml_collections.ConfigDict(dict(CROP, anchor='motion', uniform_share=0.0,
+                                          scale=(0.5, 0.5), ratio=(1.0, 1.0), flip=False))
+  plain, _ = augment.crop_views(np.random.default_rng(1), [a, b], config, 48)
+  swapped, _ = augment.crop_views(np.random.default_rng(1), [a, b], config, 48, backdrop)
+  np.testing.assert_array_equal(plain[0], swapped[0])  # Only the last view is swapped.
+  backdrop_share = np.mean(np.all(swapped[1] == 77, axis=-1))
+  assert backdrop_share > 0.3 and np.mean(np.all(plain[1] == 77, axis=-1)) == 0
+  again, _ = augment.crop_views(np.random.default_rng(1), [a, b], config, 48, backdrop)
+  np.testing.assert_array_equal(again, swapped)
+
+
+def test_negatives_are_background_crops_of_the_first_frame():
+  rng = np.random.default_rng(0)
+  background = np.repeat(np.repeat(rng.integers(0, 256, (24, 32, 3), np.uint8), 4, 0), 4, 1)
+  background[..., 0] = 0  # No red anywhere but on the object.
+  a, b = _moving_square_frames(rng, background)
+  for frame in (a, b):
+    frame[..., 0] = np.where(np.any(frame != background, axis=-1), 255, 0)
+  config = ml_collections.ConfigDict(dict(CROP, anchor='motion', uniform_share=0.0,
+                                          scale=(0.2, 0.2), flip=False, negatives=3))
+  views, negatives = augment.crop_views(np.random.default_rng(2), [a, b], config, 16)
+  assert views.shape == (2, 16, 16, 3) and negatives.shape == (3, 16, 16, 3)
+  # The views hold the moving square; the negatives only background.
+  assert all(view[..., 0].max() > 0 for view in views)
+  assert negatives[..., 0].max() == 0
+  again = augment.crop_views(np.random.default_rng(2), [a, b], config, 16)
+  np.testing.assert_array_equal(again[1], negatives)

@@ -38,14 +38,16 @@ def test_simsiam_stops_gradient_through_targets():
   np.testing.assert_array_equal(grad_z, 0.0)
 
 
-def _info_nce_numpy(z, video_id, temperature):
+def _info_nce_numpy(z, video_id, temperature, negatives=None):
   batch, views, dim = z.shape
   flat = _normalize(z.reshape(batch * views, dim))
+  extra = [] if negatives is None else list(_normalize(negatives.reshape(-1, dim)))
   ids = np.repeat(video_id, views)
   total = []
   for i in range(len(flat)):
     others = [j for j in range(len(flat)) if j != i]
-    logits = np.array([flat[i] @ flat[j] / temperature for j in others])
+    logits = np.array([flat[i] @ flat[j] / temperature for j in others]
+                      + [flat[i] @ n / temperature for n in extra])
     log_denominator = np.log(np.sum(np.exp(logits)))
     positives = [n for n, j in enumerate(others) if ids[j] == ids[i]]
     total.append(-np.mean([logits[n] - log_denominator for n in positives]))
@@ -106,3 +108,56 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views():
   q = q - q.mean(0)
   z = np.stack([q, q], axis=1)
   assert float(losses.barlow_twins_loss(z, 0.005)) < 0.05
+
+
+def test_info_nce_background_negatives_match_numpy_and_repel():
+  rng = np.random.default_rng(5)
+  z = rng.normal(size=(4, 2, 6))
+  video_id = np.array([0, 1, 2, 3])
+  negatives = rng.normal(size=(4, 3, 6))
+  np.testing.assert_allclose(losses.info_nce_loss(z, video_id, 0.2, negatives),
+                             _info_nce_numpy(z, video_id, 0.2, negatives), rtol=1e-5)
+  # A background crop like its sample's views raises the loss: matching it is penalised.
+  alike = negatives.copy()
+  alike[:, 0] = z[:, 0]
+  assert (losses.info_nce_loss(z, video_id, 0.2, alike)
+          > losses.info_nce_loss(z, video_id, 0.2, negatives))
+
+
+def test_fastsiam_target_is_the_mean_of_the_other_views():
+  rng = np.random.default_rng(6)
+  p, z = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 4, 5))
+  expected = -np.mean([[_cos(p[b, i], np.mean(np.delete(z[b], i, axis=0), axis=0))
+                        for i in range(4)] for b in range(3)])
+  np.testing.assert_allclose(losses.simsiam_loss(p, z, 'mean'), expected, rtol=1e-5)
+  # Two views: FastSiam and SimSiam are one loss.
+  np.testing.assert_allclose(losses.simsiam_loss(p[:, :2], z[:, :2], 'mean'),
+                             losses.simsiam_loss(p[:, :2], z[:, :2], 'pairs'), rtol=1e-6)
+
+
+def _triplet_numpy(z, video_id, margin, negatives):
+  batch, views, dim = z.shape
+  z, negatives = _normalize(z), _normalize(negatives)
+  distance = lambda a, b: float(np.sum((a - b)**2))
+  losses_ = []
+  for k in range(1, views):
+    for b in range(batch):
+      anchor, positive = z[b, 0], z[b, k]
+      candidates = [z[o, v] for o in range(batch) for v in range(views)
+                    if video_id[o] != video_id[b]] + list(negatives[b])
+      d_ap = distance(anchor, positive)
+      d_an = np.array([distance(anchor, c) for c in candidates])
+      farther = d_an[d_an > d_ap]
+      chosen = farther.min() if len(farther) else d_an.max()
+      losses_.append(max(d_ap - chosen + margin, 0.0))
+  return np.mean(losses_)
+
+
+def test_triplet_semi_hard_matches_numpy():
+  rng = np.random.default_rng(7)
+  z = rng.normal(size=(5, 3, 6))
+  video_id = np.array([0, 1, 1, 2, 3])  # Samples 1 and 2 share a video: never negatives.
+  negatives = rng.normal(size=(5, 2, 6))
+  for margin in (0.2, 1.0):
+    np.testing.assert_allclose(losses.triplet_loss(z, video_id, margin, negatives),
+                               _triplet_numpy(z, video_id, margin, negatives), rtol=1e-5)

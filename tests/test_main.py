@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import barlow, npair, simsiam
+from configs import barlow, npair, simsiam, tcn
 from vidjax import checkpointing, parallel, step, train
 from vidjax.errors import ConfigError, TrainingDiverged
 
@@ -22,7 +22,7 @@ def _metrics(workdir):
   return [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
 
 
-@pytest.mark.parametrize('config_module', [simsiam, npair, barlow])
+@pytest.mark.parametrize('config_module', [simsiam, npair, barlow, tcn])
 def test_smoke_run_writes_config_metrics_and_checkpoints(config_module, tmp_path):
   config = config_module.get_config('smoke')
   train.train_and_evaluate(config, str(tmp_path))

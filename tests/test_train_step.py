@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import simsiam, npair, barlow
+from configs import barlow, npair, simsiam, tcn
 from vidjax import parallel, step
 from vidjax.models import build_model
 
@@ -17,7 +17,8 @@ def _one_step(config, mesh, batch):
 
 
 @pytest.mark.parametrize('config_module,bn_per_view',
-                         [(simsiam, False), (npair, False), (barlow, False), (simsiam, True)])
+                         [(simsiam, False), (npair, False), (barlow, False), (simsiam, True),
+                          (tcn, False)])
 def test_four_devices_equal_one(config_module, bn_per_view):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
@@ -34,6 +35,8 @@ def test_four_devices_equal_one(config_module, bn_per_view):
       'frame_idx': np.zeros((16, 2), np.int32),
       'dt': np.zeros((16, 2), np.int32),
   }
+  if config.data.crop.negatives or config.data.pairs.far_negatives:
+    batch['negatives'] = rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8)
   state4, metrics4 = _one_step(config, parallel.make_mesh(), batch)
   state1, metrics1 = _one_step(config, parallel.make_mesh(jax.devices()[:1]), batch)
   np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5)

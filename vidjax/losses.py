@@ -15,26 +15,38 @@ def l2_normalize(x, axis=-1, eps=1e-12):
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
-def simsiam_loss(p, z):
+def simsiam_loss(p, z, target: str = 'pairs'):
   """Symmetric negative cosine similarity with stop-gradient on the targets (Chen & He 2021).
 
-  Averages D(p_i, sg(z_j)) over all ordered pairs of distinct views i != j of a sample;
-  for K = 2 this is SimSiam's 0.5 * D(p1, z2) + 0.5 * D(p2, z1).
+  target 'pairs': averages D(p_i, sg(z_j)) over all ordered pairs of distinct views i != j
+  of a sample; for K = 2 this is SimSiam's 0.5 * D(p1, z2) + 0.5 * D(p2, z1).
+  target 'mean': FastSiam (Pototzky et al. 2022), D(p_i, sg(mean of z_j over j != i))
+  averaged over i; a steadier target from K > 2 views, which lets SimSiam learn with small
+  batches. Both are the same for K = 2.
   """
   num_views = p.shape[1]
   p = l2_normalize(p)
-  z = l2_normalize(jax.lax.stop_gradient(z))
+  z = jax.lax.stop_gradient(z)
+  if target == 'mean':
+    others = (jnp.sum(z, axis=1, keepdims=True) - z) / (num_views - 1)
+    return -jnp.mean(jnp.sum(p * l2_normalize(others), axis=-1))
+  z = l2_normalize(z)
   cosine = jnp.einsum('bid,bjd->bij', p, z)
   off_diagonal = 1.0 - jnp.eye(num_views)
   return -jnp.mean(jnp.sum(cosine * off_diagonal, axis=(1, 2))) / (num_views * (num_views - 1))
 
 
-def info_nce_loss(z, video_id, temperature):
+SIMSIAM_TARGETS = ('pairs', 'mean')
+
+
+def info_nce_loss(z, video_id, temperature, negatives=None):
   """Multi-positive N-pair / InfoNCE loss with a video-id positive mask.
 
   Every view is an anchor. Its positives are all other views with the same video id, in any
   sample of the batch; everything else is a negative. Averages -log softmax over the
   positives (SupCon's L_out form); with K = 2 and distinct videos it is SimCLR's NT-Xent.
+  negatives [B, N, D], when given, are further negatives of every anchor and never anchors
+  themselves (crops of the samples' own backgrounds: matching a background is then wrong).
   """
   batch, num_views, dim = z.shape
   z = l2_normalize(z).reshape(batch * num_views, dim)
@@ -43,9 +55,45 @@ def info_nce_loss(z, video_id, temperature):
   positive = (ids[:, None] == ids[None, :]) & ~is_self
   # A large finite negative rather than -inf keeps gradients free of NaNs.
   logits = jnp.where(is_self, -1e9, z @ z.T / temperature)
+  if negatives is not None:
+    extra = l2_normalize(negatives).reshape(-1, dim)
+    logits = jnp.concatenate([logits, z @ extra.T / temperature], axis=1)
+    positive = jnp.concatenate([positive, jnp.zeros((len(z), len(extra)), bool)], axis=1)
   log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
   per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / jnp.sum(positive, axis=1)
   return jnp.mean(per_anchor)
+
+
+def triplet_loss(z, video_id, margin, negatives=None):
+  """Triplet margin loss with semi-hard negatives over the global batch (TCN, Sermanet et
+  al. 2018; FaceNet's mining).
+
+  Anchor: view 0 of each sample; positives: its other views. Negatives: every view of every
+  other video in the batch, and the sample's own `negatives` [B, N, D] (crops of its frame's
+  background, frames of its video far in time). For each (anchor, positive) the negative is
+  the nearest one farther than the positive (semi-hard); when there is none, the farthest.
+  Squared distances of L2-normalised embeddings.
+  """
+  batch, num_views, dim = z.shape
+  z = l2_normalize(z)
+  anchors = z[:, 0]
+  candidates = z.reshape(batch * num_views, dim)
+  is_negative = jnp.repeat(video_id, num_views)[None, :] != video_id[:, None]  # [B, B*K]
+  if negatives is not None:
+    own = l2_normalize(negatives).reshape(-1, dim)
+    candidates = jnp.concatenate([candidates, own])
+    mine = jnp.repeat(jnp.arange(batch), negatives.shape[1])[None, :] == jnp.arange(batch)[:, None]
+    is_negative = jnp.concatenate([is_negative, mine], axis=1)
+  negative_distance = 2 - 2 * anchors @ candidates.T  # [B, C]
+  total = 0.0
+  for k in range(1, num_views):
+    positive_distance = (2 - 2 * jnp.sum(anchors * z[:, k], axis=-1))[:, None]  # [B, 1]
+    farther = is_negative & (negative_distance > positive_distance)
+    semi_hard = jnp.min(jnp.where(farther, negative_distance, jnp.inf), axis=1)
+    farthest = jnp.max(jnp.where(is_negative, negative_distance, -jnp.inf), axis=1)
+    chosen = jnp.where(jnp.any(farther, axis=1), semi_hard, farthest)
+    total += jnp.mean(jnp.maximum(positive_distance[:, 0] - chosen + margin, 0.0))
+  return total / (num_views - 1)
 
 
 def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
@@ -70,26 +118,35 @@ def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   return total / num_pairs
 
 
-def _simsiam(outputs, video_id, loss_config):
-  return simsiam_loss(outputs['p'], outputs['z'])
+def _simsiam(outputs, video_id, loss_config, negatives=None):
+  return simsiam_loss(outputs['p'], outputs['z'], loss_config.simsiam_target)
 
 
-def _npair(outputs, video_id, loss_config):
-  return info_nce_loss(outputs['z'], video_id, loss_config.temperature)
+def _npair(outputs, video_id, loss_config, negatives=None):
+  return info_nce_loss(outputs['z'], video_id, loss_config.temperature,
+                       None if negatives is None else negatives['z'])
 
 
-def _barlow(outputs, video_id, loss_config):
+def _barlow(outputs, video_id, loss_config, negatives=None):
   return barlow_twins_loss(outputs['z'], loss_config.redundancy_weight)
 
 
+def _tcn(outputs, video_id, loss_config, negatives=None):
+  return triplet_loss(outputs['z'], video_id, loss_config.margin,
+                      None if negatives is None else negatives['z'])
+
+
 # config.method -> its objective on the model outputs; the valid methods are these keys.
-LOSSES = {'simsiam': _simsiam, 'npair': _npair, 'barlow': _barlow}
+LOSSES = {'simsiam': _simsiam, 'npair': _npair, 'barlow': _barlow, 'tcn': _tcn}
 METHODS = tuple(LOSSES)
+# The objectives that use negatives (data.crop.negatives, data.pairs.far_negatives).
+USES_NEGATIVES = ('npair', 'tcn')
 
 
-def method_loss(method: str, outputs, video_id, loss_config):
-  """The configured objective on `SSLModel` outputs reshaped to [B, K, D]."""
-  return LOSSES[method](outputs, video_id, loss_config)
+def method_loss(method: str, outputs, video_id, loss_config, negatives=None):
+  """The configured objective on `SSLModel` outputs reshaped to [B, K, D]; `negatives`: the
+  outputs [B, N, D] of background crops, for the objectives that use them."""
+  return LOSSES[method](outputs, video_id, loss_config, negatives)
 
 
 def check_config(config):
@@ -98,7 +155,16 @@ def check_config(config):
           f'config.method: unknown {config.method!r}; expected one of {", ".join(METHODS)}')
   require(config.loss.temperature > 0,
           f'config.loss.temperature must be > 0, got {config.loss.temperature}')
+  require(config.loss.simsiam_target in SIMSIAM_TARGETS,
+          f'config.loss.simsiam_target: unknown {config.loss.simsiam_target!r}; expected one '
+          f'of {", ".join(SIMSIAM_TARGETS)}')
   require(config.loss.redundancy_weight >= 0,
           f'config.loss.redundancy_weight must be >= 0, got {config.loss.redundancy_weight}')
+  for name, value in (('crop.negatives', config.data.crop.negatives),
+                      ('pairs.far_negatives', config.data.pairs.far_negatives)):
+    require(not value or config.method in USES_NEGATIVES,
+            f'config.data.{name}={value}: {config.method} has no negatives; only '
+            f'{", ".join(USES_NEGATIVES)} use them')
+  require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
   require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0,
           'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor)')

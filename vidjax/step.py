@@ -57,10 +57,14 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   """One optimisation step on a global batch of K-view samples: (state, metrics).
 
   batch['views'] is uint8 [B, K, S, S, 3]; see apply_to_views for how they share BatchNorm.
+  batch['negatives'] (uint8 [B, N, S, S, 3], with data.crop.negatives) go through the model
+  with the views, as further view positions, and reach the loss as negatives only.
   """
   views = batch['views']
   batch_size, num_views = views.shape[:2]
-  images = views.reshape((batch_size * num_views,) + views.shape[2:]).astype(jnp.float32) / 255
+  if 'negatives' in batch:
+    views = jnp.concatenate([views, batch['negatives']], axis=1)
+  images = views.reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
   photometric_config = config.data.photometric
   if photometric_config.on_device:
     draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
@@ -70,7 +74,12 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     outputs, batch_stats = apply_to_views(
         model, {'params': params, 'batch_stats': state['batch_stats']},
         images.reshape(views.shape), config.model.bn_per_view)
-    loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss)
+    negatives = None
+    if 'negatives' in batch:
+      negatives = {k: v[:, num_views:] for k, v in outputs.items()}
+      outputs = {k: v[:, :num_views] for k, v in outputs.items()}
+    loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
+                              negatives)
     return loss, (outputs['feature'], batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -60,23 +60,61 @@ def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, 
   return np.stack([x0, y0, x0 + crop_w, y0 + crop_h], axis=1)
 
 
-def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int):
-  """K frames (HxWx3 uint8, one video) -> [K, S, S, 3] uint8 crops, randomly flipped.
+def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
+               backdrop=None, far=()):
+  """K frames (HxWx3 uint8, one video) -> (views [K, S, S, 3], negatives [N, S, S, 3]) uint8
+  crops, randomly flipped.
 
   With crop_config.anchor == 'motion', anchored crops centre on what moves between the
   first two frames (see motion.py) rather than on a uniformly random point; with
   crop_config.track, each later view's crop follows what was under the point in the first
   frame (motion.track) instead of staying at the same place.
+
+  Object-seeking options, so that the views share the object rather than the background:
+  `backdrop`, a frame of another video, gets the moving region of the last view's frame
+  pasted over it before that view is cut (a background swap, as FAME does); and
+  crop_config.negatives crops of the first frame away from the point and from anything
+  that moves: its background, for the contrastive losses to push away; and `far`, frames
+  of the same video far in time, cut where the first view was (TCN's temporal negatives),
+  after those.
   """
+  height, width = frames[0].shape[:2]
+  change = None
+  if crop_config.anchor == 'motion' or backdrop is not None or crop_config.negatives:
+    change = motion.motion_map(frames[0], frames[1])
   anchor = None
   if crop_config.mode == 'anchored':
     if crop_config.anchor == 'motion':
-      anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share)
-    elif crop_config.track:
-      anchor = (rng.uniform(0, frames[0].shape[1]), rng.uniform(0, frames[0].shape[0]))
+      anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share,
+                                    change)
+    elif crop_config.track or crop_config.negatives:
+      anchor = (rng.uniform(0, width), rng.uniform(0, height))
     if crop_config.track:
       anchor = [anchor] + [motion.track(frames[0], frame, anchor) for frame in frames[1:]]
-  boxes = crop_boxes(rng, frames[0].shape[:2], len(frames), crop_config, anchor)
+  frames = list(frames)
+  if backdrop is not None:
+    mask = motion.moving_mask(*change, (height, width))[..., None]
+    backdrop = np.asarray(Image.fromarray(backdrop).resize((width, height), Image.BILINEAR))
+    frames[-1] = np.round(mask * frames[-1] + (1 - mask) * backdrop).astype(np.uint8)
+  boxes_of_views = crop_boxes(rng, (height, width), len(frames), crop_config, anchor)
+  views = _cut(rng, frames, boxes_of_views, crop_config, image_size)
+  negatives = np.zeros((0, image_size, image_size, 3), np.uint8)
+  if crop_config.negatives:
+    point = np.asarray(anchor, np.float64).reshape(-1, 2)[0]
+    centres = _background_points(rng, change, point, crop_config.negatives,
+                                 min(height, width) * crop_config.scale[1])
+    boxes = np.concatenate([crop_boxes(rng, (height, width), 1, crop_config, centre)
+                            for centre in centres])
+    negatives = _cut(rng, [frames[0]] * len(boxes), boxes, crop_config, image_size)
+  if len(far):
+    far_views = _cut(rng, list(far), np.repeat(boxes_of_views[:1], len(far), 0), crop_config,
+                     image_size)
+    negatives = np.concatenate([negatives, far_views])
+  return views, negatives
+
+
+def _cut(rng, frames, boxes, crop_config, image_size: int) -> np.ndarray:
+  """[K, S, S, 3]: box k of frame k, resized, flipped at random when crop_config.flip."""
   flips = rng.random(len(frames)) < 0.5 if crop_config.flip else np.zeros(len(frames), bool)
   views = []
   for frame, box, flip in zip(frames, boxes, flips):
@@ -86,6 +124,22 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int):
       view = view.transpose(Image.FLIP_LEFT_RIGHT)
     views.append(np.asarray(view))
   return np.stack(views)
+
+
+def _background_points(rng, change, point, count: int, distance: float) -> np.ndarray:
+  """[count, 2] (x, y) points where nothing moves, at least `distance` from `point` when
+  the frame has room (else as far as it allows)."""
+  change_map, factor = change
+  rows, cols = np.indices(change_map.shape)
+  x, y = (cols + 0.5) * factor, (rows + 0.5) * factor
+  far = np.hypot(x - point[0], y - point[1])
+  still = change_map <= 0.05 * max(change_map.max(), 1e-6)
+  candidates = np.flatnonzero(still & (far >= distance))
+  if not len(candidates):
+    candidates = np.argsort(far.ravel())[-max(1, far.size // 10):]
+  cells = rng.choice(candidates, count)
+  return np.stack([x.ravel()[cells] + rng.uniform(-0.5, 0.5, count) * factor,
+                   y.ravel()[cells] + rng.uniform(-0.5, 0.5, count) * factor], axis=1)
 
 
 def _luma(x, xp):
@@ -172,6 +226,12 @@ def check_config(data_config):
           f'leaves it), got {crop.jitter}')
   require(0 < crop.scale[0] <= crop.scale[1] <= 1,
           f'config.data.crop.scale must satisfy 0 < low <= high <= 1, got {tuple(crop.scale)}')
+  require(0 <= crop.swap_prob <= 1,
+          f'config.data.crop.swap_prob must be in [0, 1], got {crop.swap_prob}')
+  require(isinstance(crop.negatives, int) and crop.negatives >= 0,
+          f'config.data.crop.negatives must be an integer >= 0, got {crop.negatives!r}')
+  require(crop.mode == 'anchored' or not crop.negatives,
+          "config.data.crop.negatives needs crop.mode='anchored' (they avoid the anchor)")
   require(0 < crop.ratio[0] <= crop.ratio[1],
           f'config.data.crop.ratio must satisfy 0 < low <= high, got {tuple(crop.ratio)}')
   photometric = data_config.photometric

@@ -76,9 +76,23 @@ def check_config(pairs_config):
   require(pairs_config.tau >= 1, f'{where}.tau must be >= 1 frame, got {pairs_config.tau}')
   require(pairs_config.sigma > 0, f'{where}.sigma must be > 0, got {pairs_config.sigma}')
   require(pairs_config.min_gap >= 0, f'{where}.min_gap must be >= 0, got {pairs_config.min_gap}')
+  require(isinstance(pairs_config.far_negatives, int) and pairs_config.far_negatives >= 0,
+          f'{where}.far_negatives must be an integer >= 0, got {pairs_config.far_negatives!r}')
+  require(pairs_config.far_radius >= 1,
+          f'{where}.far_radius must be >= 1 frame, got {pairs_config.far_radius}')
   require(len(offset_weights(pairs_config, num_frames=2 * pairs_config.min_gap + 2)[0]) > 0,
           f'{where}: pdf {pairs_config.pdf!r} allows no offset with '
           f'min_gap={pairs_config.min_gap}')
+
+
+def far_frames(rng: np.random.Generator, num_frames: int, anchor: int, pairs_config):
+  """[far_negatives] frames more than far_radius from the anchor (the farthest ones when the
+  video is too short to have any)."""
+  distance = np.abs(np.arange(num_frames) - anchor)
+  far = np.flatnonzero(distance > pairs_config.far_radius)
+  if not len(far):
+    far = np.flatnonzero(distance == distance.max())
+  return rng.choice(far, pairs_config.far_negatives).astype(np.int32)
 
 
 def sample_frames(rng: np.random.Generator, num_frames: int, pairs_config):

@@ -67,11 +67,26 @@ class MakeSample:
     rng = np.random.default_rng((self.seed, global_index))
     frame_idx, deltas = pairs.sample_frames(rng, self.source.num_frames(video), self.pairs)
     frames = [self.source.frame(video, int(t)) for t in frame_idx]
-    views = augment.crop_views(rng, frames, self.crop, self.image_size)
+    backdrop = None
+    if self.crop.swap_prob and rng.random() < self.crop.swap_prob and len(self.source) > 1:
+      other = int(rng.integers(len(self.source) - 1))
+      other += other >= video
+      backdrop = self.source.frame(other, int(rng.integers(self.source.num_frames(other))))
+    far = []
+    if self.pairs.far_negatives:
+      far = [self.source.frame(video, int(t)) for t in pairs.far_frames(
+          rng, self.source.num_frames(video), int(frame_idx[0]), self.pairs)]
+    views, negatives = augment.crop_views(rng, frames, self.crop, self.image_size, backdrop,
+                                          far)
     if not self.photometric.on_device:
-      draws = rng.random((len(views), augment.NUM_DRAWS), dtype=np.float32)
-      views = augment.photometric_uint8(views, draws, self.photometric)
-    return {'views': views, 'video_id': np.int32(video), 'frame_idx': frame_idx, 'dt': deltas}
+      draws = rng.random((len(views) + len(negatives), augment.NUM_DRAWS), dtype=np.float32)
+      both = augment.photometric_uint8(np.concatenate([views, negatives]), draws,
+                                       self.photometric)
+      views, negatives = both[:len(views)], both[len(views):]
+    sample = {'views': views, 'video_id': np.int32(video), 'frame_idx': frame_idx, 'dt': deltas}
+    if len(negatives):
+      sample['negatives'] = negatives
+    return sample
 
 
 def trainable_videos(source, pairs_config):
