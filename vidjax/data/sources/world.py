@@ -20,15 +20,12 @@ an encoder matches backgrounds instead of objects.
 """
 import dataclasses
 import functools
-import importlib.util
 import math
 import operator
-import os
 
 import numpy as np
-from PIL import Image
 
-from vidjax.data.sources import world_render as render
+from vidjax.data.sources import world_camera as camera, world_render as render
 
 _CATEGORY_PARTS = (
     ('striped', 'disc'), ('checkered', 'square'), ('dotted', 'triangle'), ('ringed', 'star'),
@@ -36,10 +33,7 @@ _CATEGORY_PARTS = (
     ('speckled', 'heart'), ('bordered', 'arrow'),
 )
 CATEGORIES = tuple(f'{texture} {shape}' for texture, shape in _CATEGORY_PARTS)
-# Files in scikit-image's data folder: photographs of scenes, surfaces and textures.
-PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
-          'hubble_deep_field.jpg', 'retina.jpg', 'ihc.png', 'camera.png', 'brick.png',
-          'grass.png', 'gravel.png', 'moon.png', 'coins.png')
+PHOTOS = camera.PHOTOS
 SPLITS = ('train', 'support', 'query')
 # Rows of SyntheticWorld.boxes: one per object at least partly inside the frame. Boxes are the
 # object's full extent clipped to the frame; `instance` identifies the object within its video.
@@ -49,35 +43,17 @@ BOX_DTYPE = np.dtype([('category', np.int32), ('x0', np.float32), ('y0', np.floa
 
 _REFERENCE_HEIGHT = 96  # Sizes and speeds below are in pixels at this frame height.
 _ASPECT = 4 / 3  # Frame width / height.
-_PHOTO_HEIGHTS = 3.2  # A photograph's shorter side, in frame heights, once loaded.
 _NOISE_SIGMA = 3.0  # Pixel noise, in 0-255 levels.
 _NOISE_BANK_MARGIN = 32
 _TUMBLING_FRACTION = 0.3
 _STILL_FRACTION = 0.25  # Objects that stand still in the scene and move with the camera.
 _MAX_PULSE = 0.2  # Relative amplitude of each object's scale oscillation.
-_MAX_ZOOM = 0.15  # Relative amplitude of the camera's zoom.
 _CLUTTER_BANK_SEED = 1
 
 
 def frame_shape(frame_size: int) -> tuple:
   """(height, width) of the frames of a world whose frame_size (height) is given."""
   return frame_size, 2 * round(frame_size * _ASPECT / 2)
-
-
-@functools.lru_cache(maxsize=2)
-def _photos(height: int) -> tuple:
-  """PHOTOS as RGB PIL images whose shorter side is _PHOTO_HEIGHTS x the frame height."""
-  folder = os.path.join(importlib.util.find_spec('skimage').submodule_search_locations[0],
-                        'data')
-  photos = []
-  for name in PHOTOS:
-    with Image.open(os.path.join(folder, name)) as image:
-      image = image.convert('RGB')
-      scale = _PHOTO_HEIGHTS * height / min(image.size)
-      image = image.resize((round(image.width * scale), round(image.height * scale)),
-                           Image.LANCZOS)
-    photos.append(image)
-  return tuple(photos)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,42 +82,6 @@ class _Motion:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Camera:
-  """Frame pixel (x, y) shows photograph pixel centre(t) + (x - W/2, y - H/2) * scale(t)."""
-  photo: int
-  centre: np.ndarray  # (2,) x, y of the mean window centre in photo pixels
-  amplitude: np.ndarray  # (2,) of the centre's sinusoidal pan
-  omega: np.ndarray  # (2,)
-  phase: np.ndarray  # (2,)
-  scale: float  # photo pixels per frame pixel at zoom 1
-  zoom: float  # relative amplitude of the zoom oscillation
-  zoom_omega: float
-  zoom_phase: float
-
-  def at(self, t: int):
-    """(window centre (2,), photo pixels per frame pixel) at time t."""
-    centre = self.centre + self.amplitude * np.sin(self.omega * t + self.phase)
-    return centre, self.scale * (1 + self.zoom * math.sin(self.zoom_omega * t + self.zoom_phase))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Lighting:
-  """Global light: gain(t) = brightness exp(flicker sin(.)) white_balance (1 + tint sin(.)),
-  times a linear ramp across the frame whose direction turns slowly."""
-  brightness: float
-  flicker: float
-  flicker_omega: float
-  flicker_phase: float
-  white_balance: np.ndarray  # (3,)
-  tint: float
-  tint_omega: np.ndarray  # (3,)
-  tint_phase: np.ndarray  # (3,)
-  gradient: float  # light change from frame centre to edge, relative
-  gradient_angle: float
-  gradient_spin: float
-
-
-@dataclasses.dataclass(frozen=True)
 class _VideoPlan:
   """Everything about one video that does not depend on t. Layers are ordered front to back."""
   layers: tuple  # (4, size * size) premultiplied RGBA sprite per layer, padded for warping
@@ -152,8 +92,8 @@ class _VideoPlan:
   outline_starts: np.ndarray  # (L,) first outline point of each layer
   categories: np.ndarray  # (L,) category per layer, -1 for distractors
   motion: _Motion
-  camera: _Camera
-  lighting: _Lighting
+  camera: camera.Camera
+  lighting: camera.Lighting
   noise_key: int
 
 
@@ -161,24 +101,6 @@ def _sinusoids(rng, shape, amplitude, speed):
   """(amplitude, omega, phase) arrays of sinusoids with peak speed in `speed` px/frame."""
   amplitudes = rng.uniform(*amplitude, shape)
   return amplitudes, rng.uniform(*speed, shape) / amplitudes, rng.uniform(0, 2 * np.pi, shape)
-
-
-def _plan_camera(rng, shape, photos) -> _Camera:
-  height, width = shape
-  photo = int(rng.integers(len(photos)))
-  photo_width, photo_height = photos[photo].size
-  scale = rng.uniform(1.0, 1.8)
-  zoom = rng.uniform(0, _MAX_ZOOM)
-  # Room for the window centre at the widest zoom, per axis.
-  half = np.array([width, height]) * scale * (1 + zoom) / 2
-  room = np.maximum(np.array([photo_width, photo_height]) / 2 - half, 0)
-  amplitude = room * rng.uniform(0.3, 1.0, 2)
-  speed = rng.uniform(0.3, 1.2, 2) * scale * height / _REFERENCE_HEIGHT  # Photo px per frame.
-  omega = np.where(amplitude > 0, speed / np.maximum(amplitude, 1e-6), 0.0)
-  centre = (np.array([photo_width, photo_height]) / 2
-            + rng.uniform(-1, 1, 2) * (room - amplitude))
-  return _Camera(photo, centre, amplitude, omega, rng.uniform(0, 2 * np.pi, 2), float(scale),
-                 float(zoom), float(rng.uniform(0.02, 0.06)), float(rng.uniform(0, 2 * np.pi)))
 
 
 # Sized for a training run's whole set of videos: building a plan costs far more than
@@ -219,14 +141,8 @@ def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _Video
       sway_omega=rng.uniform(0.02, 0.08, count), sway_phase=rng.uniform(0, 2 * np.pi, count),
       pulse=pulse, pulse_omega=rng.uniform(0.02, 0.08, count),
       pulse_phase=rng.uniform(0, 2 * np.pi, count), still=still)
-  lighting = _Lighting(
-      brightness=rng.uniform(0.8, 1.15), flicker=rng.uniform(0.05, 0.2),
-      flicker_omega=rng.uniform(0.02, 0.1), flicker_phase=rng.uniform(0, 2 * np.pi),
-      white_balance=rng.uniform(0.85, 1.15, 3), tint=rng.uniform(0.02, 0.08),
-      tint_omega=rng.uniform(0.02, 0.08, 3), tint_phase=rng.uniform(0, 2 * np.pi, 3),
-      gradient=rng.uniform(0, 0.2), gradient_angle=rng.uniform(0, 2 * np.pi),
-      gradient_spin=rng.uniform(-0.03, 0.03))
-  camera = _plan_camera(rng, shape, _photos(frame_size))
+  lighting = camera.plan_lighting(rng)
+  view = camera.plan_camera(rng, shape, camera.photos(frame_size), px)
   stencils = [sprite.stencil for sprite in sprites]
   for sprite in sprites:
     sprite.rgba.flags.writeable = False
@@ -237,13 +153,13 @@ def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _Video
       outlines=np.concatenate([stencil.outline for stencil in stencils]).T,
       outline_layer=np.repeat(np.arange(count), [len(stencil.outline) for stencil in stencils]),
       outline_starts=np.cumsum([0] + [len(stencil.outline) for stencil in stencils[:-1]]),
-      categories=categories, motion=motion, camera=camera, lighting=lighting,
+      categories=categories, motion=motion, camera=view, lighting=lighting,
       noise_key=int(rng.integers(2**31)))
 
 
 def _padded_for_warping(stencil: render.Stencil) -> render.Stencil:
   """`stencil` with enough empty margin that every pixel of its warped box samples inside it."""
-  min_scale = (1 - _MAX_PULSE) / (1 + _MAX_PULSE) / (1 + _MAX_ZOOM)
+  min_scale = (1 - _MAX_PULSE) / (1 + _MAX_PULSE) / (1 + camera.MAX_ZOOM)
   reach = math.sqrt(2) * (np.hypot(*stencil.outline.T).max() + 0.5 + 0.5 / min_scale) + 1
   pad = max(0, math.ceil(reach - stencil.size / 2))
   padded = np.zeros((3, stencil.size + 2 * pad, stencil.size + 2 * pad), np.float32)
@@ -330,31 +246,6 @@ def _composite(plan: _VideoPlan, t: int, shape: tuple, with_colour: bool):
   return colour, transmittance, boxes, np.clip(visible_area / (plan.areas * scales**2), 0, 1)
 
 
-def _background(plan: _VideoPlan, t: int, shape: tuple, frame_size: int) -> np.ndarray:
-  """(3, H, W) float32 in [0, 1]: the photograph under the camera at time t."""
-  height, width = shape
-  centre, scale = plan.camera.at(t)
-  origin = centre - np.array([width, height]) * scale / 2
-  view = _photos(frame_size)[plan.camera.photo].transform(
-      (width, height), Image.AFFINE, (scale, 0, origin[0], 0, scale, origin[1]),
-      resample=Image.BILINEAR)
-  return np.asarray(view, np.float32).transpose(2, 0, 1) / 255
-
-
-def _light(lighting: _Lighting, t: int, shape: tuple) -> np.ndarray:
-  """(3, H, W) multiplier taking [0, 1] colour to 0-255 levels under the light at time t."""
-  height, width = shape
-  flicker = math.exp(
-      lighting.flicker * math.sin(lighting.flicker_omega * t + lighting.flicker_phase))
-  gain = (255 * lighting.brightness * flicker * lighting.white_balance
-          * (1 + lighting.tint * np.sin(lighting.tint_omega * t + lighting.tint_phase)))
-  angle = lighting.gradient_angle + lighting.gradient_spin * t
-  across = np.linspace(-lighting.gradient, lighting.gradient, width, dtype=np.float32)
-  down = np.linspace(-lighting.gradient, lighting.gradient, height, dtype=np.float32)
-  ramp = 1 + (across * math.cos(angle))[None, :] + (down * math.sin(angle))[:, None]
-  return ramp * gain.astype(np.float32)[:, None, None]
-
-
 class SyntheticWorld:
   """Random-access procedural videos; picklable and safe to read from several threads."""
 
@@ -393,8 +284,8 @@ class SyntheticWorld:
     """(height, width, 3) uint8 frame t of video `video_id`; see frame_shape."""
     plan = self._plan(video_id, t)
     colour, transmittance, _, _ = _composite(plan, t, self.shape, with_colour=True)
-    colour += transmittance * _background(plan, t, self.shape, self.frame_size)
-    colour *= _light(plan.lighting, t, self.shape)
+    colour += transmittance * camera.background(plan.camera, t, self.shape, self.frame_size)
+    colour *= camera.light(plan.lighting, t, self.shape)
     height, width = self.shape
     mixed = (plan.noise_key * 0x9E3779B1 + int(t) * 0x85EBCA77) & 0xFFFFFFFF
     ny, nx = mixed % _NOISE_BANK_MARGIN, (mixed >> 8) % _NOISE_BANK_MARGIN
