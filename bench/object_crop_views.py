@@ -50,7 +50,8 @@ flags.mark_flags_as_required(['config'])
 _CROP_ZOOM = 1.5
 _VIEW_CROPS = ml_collections.ConfigDict(dict(
     mode='rrc', anchor='uniform', uniform_share=1.0, track=False, jitter=0.0,
-    scale=(0.6, 1.0), ratio=(0.75, 1.333), flip=True, swap_prob=0.0, negatives=0))
+    scale=(0.6, 1.0), ratio=(0.75, 1.333), flip=True, swap_prob=0.0, negatives=0, fit=False,
+    margin=(1.1, 1.6)))
 
 
 def oracle_batch(rng, crops, batch_size: int, image_size: int):

@@ -46,7 +46,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 _CROPS = ml_collections.ConfigDict(dict(
     mode='rrc', anchor='uniform', uniform_share=1.0, track=False, jitter=0.0,
-    scale=(0.7, 1.0), ratio=(0.8, 1.25), flip=True, swap_prob=0.0, negatives=0))
+    scale=(0.7, 1.0), ratio=(0.8, 1.25), flip=True, swap_prob=0.0, negatives=0, fit=False,
+    margin=(1.1, 1.6)))
 _ZOOM = 1.25  # Crops are cut this much larger than the model input, then random-resized.
 
 

@@ -74,9 +74,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # moving region pasted over a frame of another video (background swap). negatives:
       # crops per sample of the first frame's background (away from the point and from
       # motion), negatives for the contrastive losses (npair, tcn).
+      # fit: anchored crops are fitted to the moving region under the point: centred on
+      # its box, side = margin x its longer side (else scale x the shorter frame side).
       crop=dict(mode='anchored', anchor='motion', uniform_share=0.2, track=False, jitter=0.0,
                 scale=(0.25, 0.5), ratio=(0.75, 1.333), flip=True, swap_prob=0.0,
-                negatives=0),
+                negatives=0, fit=False, margin=(1.1, 1.6)),
       # Photometric augmentation, per view; applied inside the jitted train step when
       # on_device, else on the host by the data workers. Stronger hue/saturation/grayscale
       # than SimCLR's: two frames of one object share its colour, which would otherwise be

@@ -8,7 +8,7 @@ from vidjax.data import augment, motion
 CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform_share=0.2,
                                       track=False, jitter=0.0, scale=(0.2, 0.6),
                                       ratio=(0.75, 1.333), flip=True, swap_prob=0.0,
-                                      negatives=0))
+                                      negatives=0, fit=False, margin=(1.1, 1.6)))
 PHOTOMETRIC = ml_collections.ConfigDict(dict(
     on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
     grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2, invert_prob=0.2))
@@ -181,3 +181,31 @@ def test_negatives_are_background_crops_of_the_first_frame():
   assert negatives[..., 0].max() == 0
   again = augment.crop_views(np.random.default_rng(2), [a, b], config, 16)
   np.testing.assert_array_equal(again[1], negatives)
+
+
+def test_fitted_crops_surround_the_moving_region_at_its_size():
+  rng = np.random.default_rng(0)
+  background = np.repeat(np.repeat(rng.integers(0, 256, (24, 32, 3), np.uint8), 4, 0), 4, 1)
+  a, b = _moving_square_frames(rng, background)
+  region = motion.region_box(*motion.motion_map(a, b), a.shape[:2], (0.0, 0.0))
+  # The square covers x 50-72 over the two frames, y 40-56; the mask grows it by a cell.
+  assert 40 <= region[0] <= 52 and 70 <= region[2] <= 82 and 30 <= region[1] <= 42
+  config = ml_collections.ConfigDict(dict(CROP, anchor='motion', uniform_share=0.0,
+                                          fit=True, margin=(1.2, 1.2), ratio=(1.0, 1.0)))
+  boxes = []
+  for seed in range(5):
+    anchor_rng = np.random.default_rng(seed)
+    point = motion.sample_anchor(anchor_rng, a, b, 0.0)
+    boxes.append(augment.crop_boxes(
+        np.random.default_rng(seed), a.shape[:2], 2, config,
+        ((region[0] + region[2]) / 2, (region[1] + region[3]) / 2),
+        max(region[2] - region[0], region[3] - region[1])))
+    assert region[0] - 8 <= point[0] <= region[2] + 8
+  extent = max(region[2] - region[0], region[3] - region[1])
+  for box in np.concatenate(boxes):
+    assert abs((box[2] - box[0]) - 1.2 * extent) < 1e-6
+  views, _ = augment.crop_views(np.random.default_rng(3), [a, b], config, 16)
+  again, _ = augment.crop_views(np.random.default_rng(3), [a, b], config, 16)
+  assert views.shape == (2, 16, 16, 3)
+  np.testing.assert_array_equal(views, again)
+  assert motion.region_box(*motion.motion_map(a, a), a.shape[:2], (5.0, 5.0)) is None

@@ -30,11 +30,15 @@ _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, 
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
 
 
-def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, anchor=None):
+def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, anchor=None,
+               extent=None):
   """[K, 4] float boxes (x0, y0, x1, y1) inside a frame of size `frame_hw`.
 
   'anchored' crops all surround `anchor`: one (x, y), or [K, 2] points, one per view
-  (uniformly random if None); 'rrc' crops have independent random centres.
+  (uniformly random if None); 'rrc' crops have independent random centres. Sides are
+  crop_config.scale x the shorter frame side, or, given `extent` (pixels: the longer side
+  of the region the crop is fitted to), crop_config.margin x extent, at most the largest
+  scale.
   """
   height, width = frame_hw
   shorter = min(height, width)
@@ -44,7 +48,12 @@ def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, 
     centres = rng.uniform((0, 0), (width, height), size=(
         1 if crop_config.mode == 'anchored' else num_views, 2))
     centres = np.broadcast_to(centres, (num_views, 2))
-  side = rng.uniform(*crop_config.scale, size=num_views) * shorter
+  if extent is None:
+    side = rng.uniform(*crop_config.scale, size=num_views) * shorter
+  else:
+    # Capped: a region that merged several objects, or zoomed texture, is not one object.
+    side = np.minimum(rng.uniform(*crop_config.margin, size=num_views) * extent,
+                      crop_config.scale[1] * shorter)
   log_ratio = rng.uniform(math.log(crop_config.ratio[0]), math.log(crop_config.ratio[1]),
                           size=num_views)
   crop_w = np.minimum(side * np.exp(log_ratio / 2), width)
@@ -68,7 +77,9 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
   With crop_config.anchor == 'motion', anchored crops centre on what moves between the
   first two frames (see motion.py) rather than on a uniformly random point; with
   crop_config.track, each later view's crop follows what was under the point in the first
-  frame (motion.track) instead of staying at the same place.
+  frame (motion.track) instead of staying at the same place; with crop_config.fit, anchored
+  crops centre on the moving region under the point (motion.region_box) and take their size
+  from its extent, as evaluation crops are cut around an object's box.
 
   Object-seeking options, so that the views share the object rather than the background:
   `backdrop`, a frame of another video, gets the moving region of the last view's frame
@@ -96,7 +107,15 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
     mask = motion.moving_mask(*change, (height, width))[..., None]
     backdrop = np.asarray(Image.fromarray(backdrop).resize((width, height), Image.BILINEAR))
     frames[-1] = np.round(mask * frames[-1] + (1 - mask) * backdrop).astype(np.uint8)
-  boxes_of_views = crop_boxes(rng, (height, width), len(frames), crop_config, anchor)
+  extent = None
+  if crop_config.mode == 'anchored' and crop_config.fit and change is not None:
+    region = motion.region_box(*change, (height, width), np.reshape(anchor, (-1, 2))[0])
+    if region is not None:
+      x0, y0, x1, y1 = region
+      extent = max(x1 - x0, y1 - y0)
+      if not crop_config.track:
+        anchor = ((x0 + x1) / 2, (y0 + y1) / 2)
+  boxes_of_views = crop_boxes(rng, (height, width), len(frames), crop_config, anchor, extent)
   views = _cut(rng, frames, boxes_of_views, crop_config, image_size)
   negatives = np.zeros((0, image_size, image_size, 3), np.uint8)
   if crop_config.negatives:
@@ -226,6 +245,10 @@ def check_config(data_config):
           f'leaves it), got {crop.jitter}')
   require(0 < crop.scale[0] <= crop.scale[1] <= 1,
           f'config.data.crop.scale must satisfy 0 < low <= high <= 1, got {tuple(crop.scale)}')
+  require(0 < crop.margin[0] <= crop.margin[1],
+          f'config.data.crop.margin must satisfy 0 < low <= high, got {tuple(crop.margin)}')
+  require(not crop.fit or (crop.mode == 'anchored' and crop.anchor == 'motion'),
+          "config.data.crop.fit needs crop.mode='anchored' and crop.anchor='motion'")
   require(0 <= crop.swap_prob <= 1,
           f'config.data.crop.swap_prob must be in [0, 1], got {crop.swap_prob}')
   require(isinstance(crop.negatives, int) and crop.negatives >= 0,
