@@ -187,7 +187,8 @@ def test_fitted_crops_surround_the_moving_region_at_its_size():
   rng = np.random.default_rng(0)
   background = np.repeat(np.repeat(rng.integers(0, 256, (24, 32, 3), np.uint8), 4, 0), 4, 1)
   a, b = _moving_square_frames(rng, background)
-  region = motion.region_box(*motion.motion_map(a, b), a.shape[:2], (0.0, 0.0))
+  region = motion.region_box(motion.moving_mask(*motion.motion_map(a, b), a.shape[:2]),
+                             (0.0, 0.0))
   # The square covers x 50-72 over the two frames, y 40-56; the mask grows it by a cell.
   assert 40 <= region[0] <= 52 and 70 <= region[2] <= 82 and 30 <= region[1] <= 42
   config = ml_collections.ConfigDict(dict(CROP, anchor='motion', uniform_share=0.0,
@@ -208,4 +209,5 @@ def test_fitted_crops_surround_the_moving_region_at_its_size():
   again, _ = augment.crop_views(np.random.default_rng(3), [a, b], config, 16)
   assert views.shape == (2, 16, 16, 3)
   np.testing.assert_array_equal(views, again)
-  assert motion.region_box(*motion.motion_map(a, a), a.shape[:2], (5.0, 5.0)) is None
+  assert motion.region_box(motion.moving_mask(*motion.motion_map(a, a), a.shape[:2]),
+                           (5.0, 5.0)) is None

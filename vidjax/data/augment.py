@@ -103,13 +103,16 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
     if crop_config.track:
       anchor = [anchor] + [motion.track(frames[0], frame, anchor) for frame in frames[1:]]
   frames = list(frames)
+  fit = crop_config.mode == 'anchored' and crop_config.fit and change is not None
+  mask = (motion.moving_mask(*change, (height, width))
+          if backdrop is not None or fit else None)
   if backdrop is not None:
-    mask = motion.moving_mask(*change, (height, width))[..., None]
     backdrop = np.asarray(Image.fromarray(backdrop).resize((width, height), Image.BILINEAR))
-    frames[-1] = np.round(mask * frames[-1] + (1 - mask) * backdrop).astype(np.uint8)
+    alpha = mask[..., None]
+    frames[-1] = np.round(alpha * frames[-1] + (1 - alpha) * backdrop).astype(np.uint8)
   extent = None
-  if crop_config.mode == 'anchored' and crop_config.fit and change is not None:
-    region = motion.region_box(*change, (height, width), np.reshape(anchor, (-1, 2))[0])
+  if fit:
+    region = motion.region_box(mask, np.reshape(anchor, (-1, 2))[0])
     if region is not None:
       x0, y0, x1, y1 = region
       extent = max(x1 - x0, y1 - y0)

@@ -81,17 +81,17 @@ def sample_anchor(rng: np.random.Generator, frame_a, frame_b, uniform_share: flo
   return rng.uniform(0, width), rng.uniform(0, height)
 
 
-def region_box(change, factor: int, shape, point):
-  """(x0, y0, x1, y1) in frame pixels of the moving region (moving_mask) that holds `point`
-  (x, y), or the one nearest to it; None when nothing moves."""
-  mask = moving_mask(change, factor, shape) > 0.5
-  regions, count = ndimage.label(mask)
+def region_box(mask, point):
+  """(x0, y0, x1, y1) in frame pixels of the region of `mask` (a moving_mask) that holds
+  `point` (x, y), or of the one nearest to it; None when nothing moves."""
+  inside = mask > 0.5
+  regions, count = ndimage.label(inside)
   if not count:
     return None
-  x, y = (min(max(int(v), 0), limit - 1) for v, limit in zip(point, shape[::-1]))
+  x, y = (min(max(int(v), 0), limit - 1) for v, limit in zip(point, inside.shape[::-1]))
   label = regions[y, x]
   if not label:
-    distance, (rows, cols) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    _, (rows, cols) = ndimage.distance_transform_edt(~inside, return_indices=True)
     label = regions[rows[y, x], cols[y, x]]
   ys, xs = np.nonzero(regions == label)
   return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
