@@ -101,7 +101,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path
 
 
 @pytest.mark.parametrize('section, field, value', [
-    ('crop', 'jitter', 0.7), ('photometric', 'invert_prob', 1.5)])
+    ('crop', 'jitter', 0.7), ('photometric', 'invert_prob', 1.5), ('crop', 'swap_prob', 1.5),
+    ('pairs', 'far_radius', 0)])
 def test_view_options_out_of_range_fail_before_compute(section, field, value, tmp_path):
   config = simsiam.get_config('smoke')
   config.data[section][field] = value
@@ -113,6 +114,16 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
     (dict(batch_size=6), 'not divisible by the 4 devices'),
     (dict(image_size=4), 'too small for resnet10'),
     (dict(method='byol'), 'config.method: unknown'),
+    (dict(data=dict(crop=dict(fit=True, anchor='uniform'))),
+     "config.data.crop.fit needs crop.mode='anchored' and crop.anchor='motion'"),
+    (dict(data=dict(crop=dict(negatives=1))), 'simsiam has no negatives'),
+    (dict(loss=dict(simsiam_target='median')), "config.loss.simsiam_target: unknown 'median'"),
+    (dict(loss=dict(margin=0.0)), 'config.loss.margin must be > 0'),
+    (dict(data=dict(crop=dict(margin=(0.0, 1.0)))), 'config.data.crop.margin must satisfy'),
+    (dict(method='npair', data=dict(crop=dict(negatives=-1))),
+     'config.data.crop.negatives must be an integer >= 0'),
+    (dict(method='npair', data=dict(pairs=dict(far_negatives=-1))),
+     'config.data.pairs.far_negatives must be an integer >= 0'),
 ])
 def test_impossible_values_fail_before_compute(override, message, tmp_path):
   config = simsiam.get_config('smoke')
