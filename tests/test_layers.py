@@ -17,6 +17,8 @@ LAYERS = [
     ('vidjax.step', 2), ('vidjax.checkpointing', 2), ('vidjax.config_checks', 2),
     ('vidjax.workdir', 3), ('vidjax.evaluate', 3),
     ('vidjax.train', 4), ('vidjax.prepare', 4), ('vidjax.world', 4), ('vidjax.evaluate.__main__', 4),
+    ('vidjax.index', 4),  # The corpus index builds on the evaluator's encoders.
+    ('vidjax.search', 5),  # Queries an index.
 ]
 
 

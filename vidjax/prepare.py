@@ -53,12 +53,6 @@ class PrepareError(Exception):
   """Bad input or output: the message is the whole story."""
 
 
-def thumbnail(frame: np.ndarray) -> np.ndarray:
-  """The near-duplicate descriptor: a 16x16 grey thumbnail in [0, 1]."""
-  grey = Image.fromarray(frame).convert('L').resize((16, 16), Image.BILINEAR)
-  return np.asarray(grey, np.float32) / 255
-
-
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(frame).save(buffer, 'JPEG', quality=quality)
@@ -79,8 +73,8 @@ def _read_chunk(task):
   source = _worker_sources[kind]
   errors_before = _error_count(source)
   frames = [source.frame(video, int(t)) for t in numbers]
-  return ([encode_jpeg(f, quality) for f in frames], np.stack([thumbnail(f) for f in frames]),
-          _error_count(source) - errors_before)
+  return ([encode_jpeg(f, quality) for f in frames],
+          np.stack([base.thumbnail(f) for f in frames]), _error_count(source) - errors_before)
 
 
 def _error_count(source) -> int:

@@ -33,7 +33,8 @@ def nearest(index, query_embeddings, k: int):
   return index.search(knn.l2_normalize(query_embeddings), k)
 
 
-def _cell(image, colour, caption: str, same_context: bool = False) -> Image.Image:
+def cell(image, colour, caption: str, same_context: bool = False) -> Image.Image:
+  """A crop enlarged to CELL pixels, in a border of `colour`, with a caption under it."""
   tile = Image.new('RGB', (CELL + 2 * BORDER, CELL + 2 * BORDER + 14), (255, 255, 255))
   tile.paste(Image.new('RGB', (CELL + 2 * BORDER, CELL + 2 * BORDER), colour), (0, 0))
   tile.paste(Image.fromarray(image).resize((CELL, CELL), Image.NEAREST), (BORDER, BORDER))
@@ -59,14 +60,18 @@ def retrieval_grid(query_images, query_labels, support_images, support_labels, s
       row.append((support_images[s], colour, f'{sim:.3f} {class_names[support_labels[s]]}'[:16],
                   bool(same_context is not None and same_context[q, n])))
     rows.append(row)
-  tiles = [[_cell(*cell) for cell in row] for row in rows]
+  tile_rows([[cell(*item) for item in row] for row in rows]).save(png_path)
+  _retrieval_html(rows, html_path)
+
+
+def tile_rows(tiles) -> Image.Image:
+  """Rows of equal-sized tiles pasted into one white image."""
   width, height = tiles[0][0].size
   grid = Image.new('RGB', (width * max(map(len, tiles)), height * len(tiles)), (255, 255, 255))
   for r, row in enumerate(tiles):
     for c, tile in enumerate(row):
       grid.paste(tile, (c * width, r * height))
-  grid.save(png_path)
-  _retrieval_html(rows, html_path)
+  return grid
 
 
 def _retrieval_html(rows, path: str):

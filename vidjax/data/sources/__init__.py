@@ -35,10 +35,16 @@ _EXPECTED = {
 }
 
 
-def open_source(spec: str, config):
-  """The frame source named by a spec string such as 'synthetic' or 'videos:/data/clips'."""
+def open_source(spec: str, config, where: str = '', keyframes_only: bool = False):
+  """The frame source named by a spec string such as 'synthetic' or 'videos:/data/clips'.
+
+  where: how errors name the spec (default config.data.train=...); keyframes_only: decode
+  only the keyframes of video files.
+  """
   kind, _, root = spec.partition(':')
-  where = f'config.data.train={spec!r}'
+  where = where or f'config.data.train={spec!r}'
+  if keyframes_only and kind != 'videos':
+    raise ConfigError(f'{where}: keyframes only applies to videos:DIR sources, not {kind}')
   if kind == 'synthetic':
     return SyntheticWorld(split='train', **config.synthetic)
   # PyAV, ArrayRecord and TFDS (slow to import) load only when their kind of source is used.
@@ -57,7 +63,8 @@ def open_source(spec: str, config):
   fps, frame_size = config.data.fps or 0, config.data.frame_size or 0
   if kind == 'videos':
     from vidjax.data.sources.videos import VideoFiles
-    source = VideoFiles(base.find_files(root, base.VIDEO_EXTENSIONS), fps, frame_size)
+    source = VideoFiles(base.find_files(root, base.VIDEO_EXTENSIONS), fps, frame_size,
+                        keyframes_only)
   elif kind == 'arrayrecord':
     from vidjax.data.sources.arrayrecord import open_prepared
     source = open_prepared(root, frame_size, where)

@@ -72,6 +72,13 @@ def scaled_size(height: int, width: int, frame_size):
   return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+  """The near-duplicate descriptor (vidjax.prepare --dedup, the index): a 16x16 grey
+  thumbnail in [0, 1]."""
+  grey = Image.fromarray(frame).convert('L').resize((16, 16), Image.BILINEAR)
+  return np.asarray(grey, np.float32) / 255
+
+
 def resize(frame: np.ndarray, size) -> np.ndarray:
   """HxWx3 uint8 resized to `size` (height, width); PIL's bilinear filter antialiases."""
   if frame.shape[:2] == tuple(size):

@@ -1,0 +1,108 @@
+"""What `python -m vidjax.index` does, given its flags as attributes of any object (absl's
+FLAGS, or `arguments(**overrides)` from code and tests)."""
+import os
+import shutil
+import types
+
+import jax
+
+from vidjax import checkpointing, parallel, workdir as runs
+from vidjax.data.sources import open_source
+from vidjax.errors import ConfigError
+from vidjax.evaluate import encoders
+from vidjax.index import build, embedding, regions
+
+DEFAULTS = dict(workdir=None, checkpoint='', init='trained', corpus=None, output=None, fps=1.0,
+                keyframes_only=False, dedup=0.02, regions=[], grid_scales=['0.5', '0.33'],
+                frame_size=0, max_videos=0, index='', memory_gb=0.0, shard='0/1', merge=0,
+                overwrite=False)
+
+
+def arguments(**overrides):
+  """The flags of `python -m vidjax.index` as a namespace: its defaults, then `overrides`."""
+  unknown = set(overrides) - set(DEFAULTS)
+  if unknown:
+    raise TypeError(f'unknown vidjax.index flags: {", ".join(sorted(unknown))}')
+  return types.SimpleNamespace(**{**DEFAULTS, **overrides})
+
+
+def parse_shard(text: str):
+  try:
+    shard, count = (int(v) for v in text.split('/'))
+  except ValueError:
+    raise ConfigError(f'--shard={text}: expected I/N, e.g. 0/4') from None
+  if not 0 <= shard < count:
+    raise ConfigError(f'--shard={text}: expected 0 <= I < N')
+  return shard, count
+
+
+def _options(config, f) -> dict:
+  unknown = set(f.regions) - set(regions.REGION_KINDS)
+  if unknown:
+    raise ConfigError(f'--regions: unknown {", ".join(sorted(unknown))}; expected any of '
+                      f'{", ".join(regions.REGION_KINDS)}')
+  try:
+    scales = [float(s) for s in f.grid_scales]
+  except ValueError:
+    raise ConfigError(f'--grid_scales={",".join(f.grid_scales)}: expected numbers') from None
+  if not all(0 < s <= 1 for s in scales):
+    raise ConfigError('--grid_scales: expected sides in (0, 1], x the shorter side')
+  if f.fps < 0 or not 0 <= f.dedup < 1:
+    raise ConfigError('--fps must be >= 0 and --dedup in [0, 1)')
+  return dict(fps=f.fps, keyframes_only=f.keyframes_only, dedup=f.dedup,
+              regions=sorted(f.regions), grid_scales=scales, image_size=config.image_size,
+              frame_size=f.frame_size or config.data.frame_size, init=f.init,
+              max_videos=f.max_videos)
+
+
+def _stage_encoder(workdir: str, init: str, checkpoint: str, output: str) -> tuple:
+  """(folder with the encoder's config.json [and checkpoint], step or None): the index's own
+  copy, so queries are embedded by this encoder even after the run's checkpoints rotate."""
+  staged = os.path.join(f'{output}.partial', 'encoder')
+  shutil.rmtree(staged, ignore_errors=True)
+  os.makedirs(os.path.join(staged, 'checkpoints'))
+  shutil.copy(os.path.join(workdir, runs.CONFIG), staged)
+  step = None
+  if init == 'trained':
+    source = checkpoint or str(checkpointing.checkpoint_dir(workdir) /
+                               str(checkpointing.latest_step(workdir)))
+    step = int(os.path.basename(os.path.normpath(source)))
+    shutil.copytree(source, os.path.join(staged, 'checkpoints', str(step)))
+  return staged, step
+
+
+def run(f):
+  output = os.path.abspath(os.path.expanduser(f.output))
+  build.recover_swap(output)
+  if os.path.exists(output) and not f.overwrite:
+    raise ConfigError(f'--output={f.output} exists; pass --overwrite to rebuild it (the new '
+                      'index is built beside it and swapped in when complete)')
+  config = runs.load_config(f.workdir)
+  options = _options(config, f)
+  shard, count = parse_shard(f.shard)
+  mesh = parallel.make_mesh(jax.local_devices())
+  encode, description = encoders.load_encoder(config, f.workdir, f.init, mesh, f.checkpoint)
+  if not f.merge:
+    read_config = config.copy_and_resolve_references()
+    read_config.data.fps, read_config.data.frame_size = f.fps, options['frame_size']
+    source = open_source(f.corpus, read_config, f'--corpus={f.corpus}', f.keyframes_only)
+    if f.max_videos:
+      source = embedding.FirstVideos(source, f.max_videos)
+    summary = embedding.embed_shard(source, f.corpus, encode, options,
+                                    embedding.shard_dir(output, shard, count), shard, count)
+    print(f'shard {shard}/{count}: {summary["videos"]} videos, {summary["vectors"]} vectors, '
+          f'{len(summary["skipped"])} skipped')
+    if count > 1:
+      print(f'when all {count} shards are done: python -m vidjax.index --merge={count} '
+            f'(same --workdir, --output and options)')
+      return
+  count = f.merge or count
+  encoder_dir, step = _stage_encoder(f.workdir, f.init, f.checkpoint, output)
+  memory = f.memory_gb * 2**30 or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2
+  summary = build.finalise(output, count, f.index, memory, encoder_dir, dict(
+      corpus=f.corpus, encoder=description, init=f.init, checkpoint_step=step,
+      workdir=os.path.abspath(f.workdir), options=options))
+  print(f'index: {output} | {summary["vectors"]} vectors ({summary["dim"]}-d) | '
+        f'{summary["factory"]} nprobe {summary["nprobe"]} recall@10 {summary["recall_at_10"]}')
+
+

@@ -1,0 +1,156 @@
+"""An index folder opened for queries: its faiss index (memory-mapped), metadata, the encoder
+it was built with, and the corpus it points at, to show the frames hits come from."""
+import os
+
+import faiss
+import jax
+import numpy as np
+from PIL import Image
+
+from vidjax import parallel, workdir as runs
+from vidjax.data.sources import open_source
+from vidjax.errors import ConfigError
+from vidjax.evaluate import encoders
+from vidjax.evaluate.knn import l2_normalize
+from vidjax.index import build, regions, store, vectors
+
+
+def parse_time(text: str) -> float:
+  """Seconds from 'SS.s', 'MM:SS.s' or 'HH:MM:SS.s'."""
+  try:
+    seconds = 0.0
+    for part in text.split(':'):
+      seconds = seconds * 60 + float(part)
+  except ValueError:
+    raise ConfigError(f'time {text!r}: expected SS.s, MM:SS.s or HH:MM:SS.s') from None
+  return seconds
+
+
+def format_time(seconds: float) -> str:
+  minutes, rest = divmod(float(seconds), 60)
+  hours, minutes = divmod(int(minutes), 60)
+  return f'{hours:02d}:{minutes:02d}:{rest:04.1f}'
+
+
+def parse_box(text: str):
+  try:
+    box = tuple(float(v) for v in text.split(','))
+  except ValueError:
+    box = ()
+  if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+    raise ConfigError(f'--box={text}: expected x0,y0,x1,y1 in pixels with x1 > x0, y1 > y0')
+  return box
+
+
+def read_image(path: str) -> np.ndarray:
+  """An image file as HxWx3 uint8, or a ConfigError saying why not."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'--image={path}: no such file')
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise ConfigError(f'--image={path}: not a readable image ({e})') from None
+
+
+class CorpusIndex:
+  """Query side of an index folder (layout in vidjax/index/build.py)."""
+
+  def __init__(self, folder: str, mesh=None):
+    if not os.path.isfile(os.path.join(folder, 'index.json')):
+      raise ConfigError(f'--index={folder}: not an index folder (no index.json); build one '
+                        'with python -m vidjax.index')
+    self.folder = folder
+    self.summary = build.read_summary(folder)
+    self.options = self.summary['options']
+    self.index = vectors.load(os.path.join(folder, 'index.faiss'))
+    vectors.set_nprobe(self.index, self.summary['nprobe'])
+    self.db = store.connect(os.path.join(folder, 'metadata.sqlite'), readonly=True)
+    encoder_dir = os.path.join(folder, 'encoder')
+    self.config = runs.load_config(encoder_dir, '--index')
+    mesh = mesh or parallel.make_mesh(jax.local_devices())
+    self._encode, _ = encoders.load_encoder(self.config, encoder_dir, self.summary['init'], mesh)
+    self._source = None
+
+  def __len__(self):
+    return int(self.index.ntotal)
+
+  @property
+  def source(self):
+    """The corpus, opened as the index read it (on first use: probing files takes time)."""
+    if self._source is None:
+      config = self.config.copy_and_resolve_references()
+      config.data.fps, config.data.frame_size = self.options['fps'], self.options['frame_size']
+      self._source = open_source(self.summary['corpus'], config,
+                                 f'the index\'s corpus {self.summary["corpus"]}',
+                                 self.options['keyframes_only'])
+      self._names = {self._source.video_name(v): v for v in range(len(self._source))}
+    return self._source
+
+  def embed(self, image: np.ndarray, box=None) -> np.ndarray:
+    """The unit vector [D] of an image (or of its `box`), cut as the index cut its regions."""
+    size = self.options['image_size']
+    crop = (regions.square_crop(image, box, size) if box is not None
+            else regions.resize_square(image, size))
+    return l2_normalize(self._encode(crop[None]))[0]
+
+  def video_index(self, name: str) -> int:
+    """The source video whose name is `name` or ends with it (a path, or its file name)."""
+    self.source  # pylint: disable=pointless-statement
+    if name in self._names:
+      return self._names[name]
+    matches = [v for n, v in self._names.items() if n.endswith(os.sep + name) or
+               os.path.basename(n) == name]
+    if len(matches) != 1:
+      raise ConfigError(f'--frame={name}@...: {"no" if not matches else "more than one"} video '
+                        f'of the corpus {self.summary["corpus"]} is called that')
+    return matches[0]
+
+  def frame_at(self, name: str, seconds: float):
+    """(video index, frame index, HxWx3 frame) of the frame of video `name` nearest `seconds`."""
+    video = self.video_index(name)
+    stamps = np.array([regions.timestamp(self.source, video, t)
+                       for t in range(self.source.num_frames(video))])
+    t = int(np.argmin(np.abs(stamps - seconds)))
+    return video, t, self.source.frame(video, t)
+
+  def frame_of(self, hit: dict) -> np.ndarray:
+    return self.source.frame(hit['video_index'], hit['frame'])
+
+  def crop_of(self, hit: dict, size: int) -> np.ndarray:
+    box = (hit['x0'], hit['y0'], hit['x1'], hit['y1'])
+    frame = self.frame_of(hit)
+    return (regions.resize_square(frame, size) if hit['kind'] == 'frame'
+            else regions.square_crop(frame, box, size))
+
+  def search(self, vector: np.ndarray, k: int, exclude_video: str = None,
+             window_seconds: float = 0.0, kinds=None) -> list:
+    """The top k hits (metadata dicts with 'score'), best first: none from `exclude_video`,
+    none within window_seconds of a better hit in the same video, only `kinds` if given."""
+    total = len(self)
+    asked = min(total, max(4 * k, 32))
+    while True:
+      scores, ids = self.index.search(vector[None].astype(np.float32), asked)
+      hits = self._filter(scores[0], ids[0], k, exclude_video, window_seconds, kinds)
+      if len(hits) >= k or asked >= total:
+        return hits
+      asked = min(total, asked * 4)
+
+  def _filter(self, scores, ids, k, exclude_video, window_seconds, kinds):
+    kept = []
+    for score, row in zip(scores, store.rows(self.db, ids[ids >= 0])):
+      if row is None or (exclude_video and row['video'] == exclude_video):
+        continue
+      if kinds and row['kind'] not in kinds:
+        continue
+      if window_seconds and any(h['video'] == row['video'] and
+                                abs(h['timestamp'] - row['timestamp']) < window_seconds
+                                for h in kept):
+        continue
+      kept.append(dict(row, score=float(score)))
+      if len(kept) == k:
+        break
+    return kept
+
+  def close(self):
+    self.db.close()
