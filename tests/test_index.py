@@ -203,6 +203,21 @@ def test_shards_merged_on_disk_match_one_build(trained_workdir, tmp_path):
       assert key(row) in [key(h) for h in hits if h['score'] > 0.9999]
 
 
+def test_vectors_of_two_encoders_never_mix(trained_workdir, tmp_path):
+  output = tmp_path / 'idx'
+  command.run(_flags(trained_workdir, output, regions=[], shard='0/2'))
+  # Resuming the shard, or merging, with another encoder is refused with one line.
+  with pytest.raises(embedding.IndexBuildError, match='another encoder=') as error:
+    command.run(_flags(trained_workdir, output, regions=[], shard='0/2', init='random'))
+  assert "'init': 'trained'" in str(error.value) and '\n' not in str(error.value)
+  command.run(_flags(trained_workdir, output, regions=[], shard='1/2'))
+  with pytest.raises(embedding.IndexBuildError, match='another encoder='):
+    command.run(_flags(trained_workdir, output, regions=[], merge=2, init='random'))
+  command.run(_flags(trained_workdir, output, regions=[], merge=2))
+  summary = build.read_summary(str(output))
+  assert summary['options']['encoder']['checkpoint'].endswith(os.path.join('checkpoints', '2'))
+
+
 def test_a_rebuild_replaces_the_index_only_when_complete(trained_workdir, tmp_path):
   output = tmp_path / 'idx'
   command.run(_flags(trained_workdir, output, regions=[], max_videos=2))
@@ -272,10 +287,38 @@ def test_search_command_line_outputs(trained_workdir, tmp_path):
   table = out.strip().splitlines()
   assert len(table) == 5 and 'score' in table[0]
   assert not any(line.endswith('synthetic/train/00001') for line in table[1:])
+  (tmp_path / 'empty.jpg').write_bytes(b'')
+  (tmp_path / 'corrupt.png').write_bytes((tmp_path / 'query.png').read_bytes()[:60])
   for args, message in (([f'--image={tmp_path / "nothing.png"}'], 'no such file'),
+                        ([f'--image={tmp_path / "empty.jpg"}'], 'empty file'),
+                        ([f'--image={tmp_path / "corrupt.png"}'], 'not a readable image'),
                         (['--frame=99999@1.0'], 'no video'),
                         (['--frame=00001@1.0', '--box=5,5,1,1'], '--box'),
+                        (['--frame=00001@1.0', '--box=100,80,300,200'], 'outside the frame'),
+                        ([f'--image={tmp_path / "query.png"}', '--box=-5,0,20,20'], 'outside'),
                         ([], 'one of --image')):
     code, _, err = _search(f'--index={output}', *args)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+  code, _, err = _search(f'--index={tmp_path / "no_index"}', '--image=x.png')
+  assert code != 0 and 'no such folder' in err and len(err.strip().splitlines()) == 1, err
   index.close()
+
+
+def test_index_quality_judges_hits_by_the_worlds_boxes():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      'index_quality', os.path.join(ROOT, 'bench', 'index_quality.py'))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  truth = bench.Truth(dict(seed=0, num_videos=8, num_frames=64, frame_size=96, fps=10.0))
+  from vidjax.data.sources import world
+  rows = truth.world.boxes(3, 20)
+  row = rows[np.argmax(rows['visible_fraction'])]
+  hit = dict(video='/corpus/videos/00003.mp4', timestamp=2.0,
+             **{c: float(row[c]) for c in ('x0', 'y0', 'x1', 'y1')})
+  assert truth.category(hit, 0.3) == world.CATEGORIES[row['category']].replace(' ', '_')
+  truth.scale = 0.5  # The index read the frames at twice the world's size.
+  doubled = dict(hit, **{c: 2 * hit[c] for c in ('x0', 'y0', 'x1', 'y1')})
+  assert truth.category(doubled, 0.3) == world.CATEGORIES[row['category']].replace(' ', '_')
+  far = dict(hit, x0=hit['x0'] + 300, x1=hit['x1'] + 300)
+  assert truth.category(far, 0.3) == 'background'

@@ -25,9 +25,11 @@ def shard_dirs(output: str, count: int) -> list:
   return [embedding.shard_dir(output, i, count) for i in range(count)]
 
 
-def check_shards(output: str, count: int) -> list:
-  """The shard folders of a finished embedding, or an IndexBuildError naming what is missing."""
-  dirs, first = shard_dirs(output, count), None
+def check_shards(output: str, count: int, options: dict, corpus: str) -> list:
+  """The shard folders of a finished embedding of `corpus` with `options`, or an
+  IndexBuildError naming what is missing or different."""
+  dirs = shard_dirs(output, count)
+  expected = dict(options, corpus=corpus)
   for directory in dirs:
     path = os.path.join(directory, 'rows.sqlite')
     if not os.path.exists(path):
@@ -38,12 +40,11 @@ def check_shards(output: str, count: int) -> list:
     db.close()
     if not info.get('complete'):
       raise embedding.IndexBuildError(f'{directory}: not finished; rerun that shard to resume')
-    seen = (info['options'], info['source'])
-    first = first or seen
-    if seen != first:
+    seen = dict(info['options'], corpus=info['source'])
+    if seen != expected:
       raise embedding.IndexBuildError(
-          f'{directory}: embedded with other options or corpus than {dirs[0]} '
-          f'({info["options"]}, {info["source"]} vs {first[0]}, {first[1]}); rerun it alike')
+          f'{directory}: embedded with another {embedding.differences(seen, expected)} than '
+          'this merge asks for; merge with the flags the shards were embedded with')
   return dirs
 
 
@@ -56,10 +57,11 @@ def _shard_parts(directory: str) -> list:
 
 
 def finalise(output: str, count: int, factory: str, memory_bytes: float, encoder_dir: str,
-             description: dict) -> dict:
-  """Builds OUTPUT from its `count` finished shards; returns index.json's contents."""
+             options: dict, description: dict) -> dict:
+  """Builds OUTPUT from its `count` finished shards, which must have been embedded with
+  `options`; returns index.json's contents."""
   started = time.time()
-  dirs = check_shards(output, count)
+  dirs = check_shards(output, count, options, description['corpus'])
   per_shard = [vectors.Parts(_shard_parts(d)) for d in dirs]
   everything = vectors.Parts([p for parts in per_shard for p in parts.paths])
   if not len(everything):

@@ -55,7 +55,18 @@ def _options(config, f) -> dict:
               max_videos=f.max_videos)
 
 
-def _stage_encoder(workdir: str, init: str, checkpoint: str, output: str) -> tuple:
+def _checkpoint(workdir: str, init: str, checkpoint: str) -> str:
+  """The checkpoint folder the trained encoder comes from ('' for random / pixels): fixed
+  once, so that every shard, the merge and the index's copy use the same one."""
+  if init != 'trained' or checkpoint:
+    return os.path.abspath(checkpoint) if init == 'trained' else ''
+  step = checkpointing.latest_step(workdir)
+  if step is None:
+    return ''  # load_encoder says what is missing.
+  return os.path.abspath(str(checkpointing.checkpoint_dir(workdir) / str(step)))
+
+
+def _stage_encoder(workdir: str, checkpoint: str, output: str) -> tuple:
   """(folder with the encoder's config.json [and checkpoint], step or None): the index's own
   copy, so queries are embedded by this encoder even after the run's checkpoints rotate."""
   staged = os.path.join(f'{output}.partial', 'encoder')
@@ -63,11 +74,9 @@ def _stage_encoder(workdir: str, init: str, checkpoint: str, output: str) -> tup
   os.makedirs(os.path.join(staged, 'checkpoints'))
   shutil.copy(os.path.join(workdir, runs.CONFIG), staged)
   step = None
-  if init == 'trained':
-    source = checkpoint or str(checkpointing.checkpoint_dir(workdir) /
-                               str(checkpointing.latest_step(workdir)))
-    step = int(os.path.basename(os.path.normpath(source)))
-    shutil.copytree(source, os.path.join(staged, 'checkpoints', str(step)))
+  if checkpoint:
+    step = int(os.path.basename(os.path.normpath(checkpoint)))
+    shutil.copytree(checkpoint, os.path.join(staged, 'checkpoints', str(step)))
   return staged, step
 
 
@@ -81,7 +90,11 @@ def run(f):
   options = _options(config, f)
   shard, count = parse_shard(f.shard)
   mesh = parallel.make_mesh(jax.local_devices())
-  encode, description = encoders.load_encoder(config, f.workdir, f.init, mesh, f.checkpoint)
+  checkpoint = _checkpoint(f.workdir, f.init, f.checkpoint)
+  encode, description = encoders.load_encoder(config, f.workdir, f.init, mesh, checkpoint)
+  # Part of the options every shard is checked against: vectors of two encoders never mix.
+  options['encoder'] = dict(init=f.init, workdir=os.path.abspath(f.workdir),
+                            checkpoint=checkpoint)
   if not f.merge:
     read_config = config.copy_and_resolve_references()
     read_config.data.fps, read_config.data.frame_size = f.fps, options['frame_size']
@@ -97,9 +110,9 @@ def run(f):
             f'(same --workdir, --output and options)')
       return
   count = f.merge or count
-  encoder_dir, step = _stage_encoder(f.workdir, f.init, f.checkpoint, output)
+  encoder_dir, step = _stage_encoder(f.workdir, checkpoint, output)
   memory = f.memory_gb * 2**30 or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2
-  summary = build.finalise(output, count, f.index, memory, encoder_dir, dict(
+  summary = build.finalise(output, count, f.index, memory, encoder_dir, options, dict(
       corpus=f.corpus, encoder=description, init=f.init, checkpoint_step=step,
       workdir=os.path.abspath(f.workdir), options=options))
   print(f'index: {output} | {summary["vectors"]} vectors ({summary["dim"]}-d) | '

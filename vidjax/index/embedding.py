@@ -39,6 +39,12 @@ class FirstVideos:
     return getattr(self.source, name)
 
 
+def differences(saved: dict, options: dict) -> str:
+  """'name=saved value' for each option that differs, e.g. 'encoder={...}, fps=1.0'."""
+  return ', '.join(f'{k}={saved.get(k)}' for k in sorted(set(saved) | set(options))
+                   if saved.get(k) != options.get(k))
+
+
 def shard_dir(output: str, shard: int, count: int) -> str:
   return os.path.join(f'{output}.partial', f'shard-{shard:04d}-of-{count:04d}')
 
@@ -94,10 +100,10 @@ def embed_shard(source, spec: str, encode, options: dict, directory: str, shard:
     with db:
       store.set_info(db, {'options': options, 'source': spec, 'complete': False})
   elif saved != options or store.info(db).get('source') != spec:
+    saved = dict(saved, corpus=store.info(db).get('source'))
     raise IndexBuildError(
-        f'{directory} was started with other options ({saved}, corpus '
-        f'{store.info(db).get("source")}); rerun with those, or delete '
-        f'{os.path.dirname(directory)}')
+        f'{directory} was started with another {differences(saved, dict(options, corpus=spec))}'
+        f'; rerun with those, or delete {os.path.dirname(directory)}')
   with db:  # Files the source could not open at all (a rerun may see others).
     store.set_info(db, {'skipped_at_open': [dict(path=str(path), reason=str(reason)) for
                                             path, reason in getattr(source, 'skipped', [])]})

@@ -45,6 +45,9 @@ def _query(index, f):
       raise ConfigError(f'--frame={f.frame}: expected VIDEO@TIME, e.g. drive_017.mp4@00:03:12.4')
     video, _, image = index.frame_at(name, corpus.parse_time(time))
     video_name = index.source.video_name(video)
+  if box:
+    corpus.check_box_inside(box, image.shape, f'--image={f.image}' if f.image else
+                            f'the frame of --frame={f.frame} as the index read it')
   size = index.options['image_size']
   shown = (corpus.regions.square_crop(image, box, max(size, 96)) if box
            else corpus.regions.resize_square(image, 96))

@@ -42,10 +42,22 @@ def parse_box(text: str):
   return box
 
 
+def check_box_inside(box, image_shape, what: str):
+  """A ConfigError unless `box` lies inside an image of `image_shape` (H, W, ...)."""
+  height, width = image_shape[:2]
+  if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+    raise ConfigError(f'--box={",".join(f"{v:g}" for v in box)}: outside {what} '
+                      f'({width}x{height} pixels; expected 0 <= x0 < x1 <= {width}, '
+                      f'0 <= y0 < y1 <= {height})')
+
+
 def read_image(path: str) -> np.ndarray:
   """An image file as HxWx3 uint8, or a ConfigError saying why not."""
   if not os.path.isfile(path):
     raise ConfigError(f'--image={path}: no such file')
+  if not os.path.getsize(path):
+    raise ConfigError(f'--image={path}: empty file (0 bytes); expected a JPEG, PNG or other '
+                      'image')
   try:
     with Image.open(path) as image:
       return np.asarray(image.convert('RGB'))
@@ -57,6 +69,9 @@ class CorpusIndex:
   """Query side of an index folder (layout in vidjax/index/build.py)."""
 
   def __init__(self, folder: str, mesh=None):
+    if not os.path.isdir(folder):
+      raise ConfigError(f'--index={folder}: no such folder; build one with python -m '
+                        'vidjax.index --output=...')
     if not os.path.isfile(os.path.join(folder, 'index.json')):
       raise ConfigError(f'--index={folder}: not an index folder (no index.json); build one '
                         'with python -m vidjax.index')
@@ -92,7 +107,12 @@ class CorpusIndex:
     size = self.options['image_size']
     crop = (regions.square_crop(image, box, size) if box is not None
             else regions.resize_square(image, size))
-    return l2_normalize(self._encode(crop[None]))[0]
+    vector = l2_normalize(self._encode(crop[None]))[0]
+    if vector.shape[-1] != self.index.d:
+      raise ConfigError(f'--index={self.folder}: its encoder gives {vector.shape[-1]}-d vectors '
+                        f'but its faiss index holds {self.index.d}-d ones; the folder mixes two '
+                        'indexes: rebuild it with python -m vidjax.index')
+    return vector
 
   def video_index(self, name: str) -> int:
     """The source video whose name is `name` or ends with it (a path, or its file name)."""
