@@ -41,6 +41,21 @@ def test_smoke_run_writes_config_metrics_and_checkpoints(config_module, tmp_path
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6']
 
 
+def test_bfloat16_smoke_run_learns_like_float32(tmp_path):
+  """The same 30 steps in mixed precision: the loss falls as far as in float32."""
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = npair.get_config('smoke')
+    config.update(total_steps=30, eval_every=100, checkpoint_every=100)
+    config.model.dtype = dtype
+    train.train_and_evaluate(config, str(tmp_path / dtype))
+    losses[dtype] = np.array([r['loss'] for r in _metrics(tmp_path / dtype) if 'loss' in r])
+  for curve in losses.values():
+    assert curve[-10:].mean() < curve[:5].mean() - 0.3, curve
+  np.testing.assert_allclose(losses['bfloat16'][-10:].mean(), losses['float32'][-10:].mean(),
+                             rtol=0.05)
+
+
 def _interrupt_at(monkeypatch, step):
   """Sends this process a real SIGINT while the trainer fetches batch number `step`."""
   real = parallel.to_global

@@ -1,21 +1,23 @@
 """Model construction from a config: `build_model(config)` is the one entry point."""
 from vidjax.errors import require
 from vidjax.models.heads import MLP, SSLModel
-from vidjax.models.resnet import ARCHITECTURES, ResNet, downsampling
+from vidjax.models.resnet import ARCHITECTURES, DTYPES, ResNet, downsampling
 
 
 def build_model(config) -> SSLModel:
   """Encoder from `config.model`, projector/predictor from `config.head`."""
   stage_sizes, bottleneck = ARCHITECTURES[config.model.name]
+  dtype = DTYPES[config.model.dtype]
   encoder = ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
                    width=config.model.width, cifar_stem=config.model.cifar_stem,
-                   zero_init_residual=config.model.zero_init_residual)
+                   zero_init_residual=config.model.zero_init_residual, dtype=dtype)
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,
-                  num_layers=head.proj_layers, output_norm=head.proj_output_norm)
+                  num_layers=head.proj_layers, output_norm=head.proj_output_norm, dtype=dtype)
   predictor = None
   if head.pred_hidden_dim:
-    predictor = MLP(hidden_dim=head.pred_hidden_dim, output_dim=head.proj_dim, num_layers=2)
+    predictor = MLP(hidden_dim=head.pred_hidden_dim, output_dim=head.proj_dim, num_layers=2,
+                    dtype=dtype)
   return SSLModel(encoder=encoder, projector=projector, predictor=predictor)
 
 
@@ -25,6 +27,8 @@ def check_config(config):
   require(model.name in ARCHITECTURES, f'config.model.name: unknown {model.name!r}; expected '
           f'one of {", ".join(ARCHITECTURES)}')
   require(model.width > 0, f'config.model.width must be > 0, got {model.width}')
+  require(model.dtype in DTYPES, f'config.model.dtype: unknown {model.dtype!r}; expected one '
+          f'of {", ".join(DTYPES)}')
   factor = downsampling(model.name, model.cifar_stem)
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '

@@ -1,7 +1,8 @@
 """Projector / predictor MLPs and the encoder+heads model the trainer optimises."""
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 # ImageNet channel statistics: the usual input normalisation, also right for natural video.
@@ -15,23 +16,25 @@ class MLP(nn.Module):
   """`num_layers` dense layers; BN+ReLU after every hidden one.
 
   `output_norm` ends with a BatchNorm without affine parameters, as SimSiam's projector does.
+  Matmuls run in `dtype`; the output is float32, as the losses want it.
   """
   hidden_dim: int
   output_dim: int
   num_layers: int = 2
   output_norm: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     for _ in range(self.num_layers - 1):
-      x = nn.Dense(self.hidden_dim, use_bias=False)(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+      x = nn.Dense(self.hidden_dim, use_bias=False, dtype=self.dtype)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
       x = nn.relu(x)
-    x = nn.Dense(self.output_dim, use_bias=not self.output_norm)(x)
+    x = nn.Dense(self.output_dim, use_bias=not self.output_norm, dtype=self.dtype)(x)
     if self.output_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       use_bias=False, use_scale=False)(x)
-    return x
+                       use_bias=False, use_scale=False, dtype=self.dtype)(x)
+    return x.astype(jnp.float32)
 
 
 class SSLModel(nn.Module):

@@ -1,10 +1,12 @@
 """ResNet encoders in Flax Linen, after flax/examples/imagenet/models.py.
 
 `cifar_stem` swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the usual
-choice for images of 32-96 px; `width` multiplies every stage's channel count.
+choice for images of 32-96 px; `width` multiplies every stage's channel count. `dtype` is
+the computation dtype (bfloat16 for mixed precision): parameters stay float32, BatchNorm
+statistics are reduced in float32 (Flax's default), and the pooled features are float32.
 """
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,11 +24,13 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   zero_init_residual: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(x)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(conv(self.filters, (3, 3))(y))
     if x.shape != y.shape:
@@ -38,11 +42,13 @@ class BottleneckBlock(nn.Module):
   filters: int
   strides: int = 1
   zero_init_residual: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
     y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(
@@ -59,26 +65,31 @@ class ResNet(nn.Module):
   width: float = 1.0
   cifar_stem: bool = False
   zero_init_residual: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     base = max(8, int(64 * self.width))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
     if self.cifar_stem:
-      x = nn.Conv(base, (3, 3), use_bias=False, name='stem_conv')(x)
+      x = nn.Conv(base, (3, 3), use_bias=False, dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
       x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  name='stem_conv')(x)
+                  dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
     block = BottleneckBlock if self.bottleneck else BasicBlock
     for stage, num_blocks in enumerate(self.stage_sizes):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = block(base * 2**stage, strides, self.zero_init_residual)(x, train)
-    return jnp.mean(x, axis=(1, 2))
+        x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype)(x, train)
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
+
+# config.model.dtype -> the computation dtype.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 # name -> (stage sizes, bottleneck). `resnet10` is the small, fast default for CPU runs.
 ARCHITECTURES = {
