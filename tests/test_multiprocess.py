@@ -76,7 +76,7 @@ def _printed(stdout) -> str:
   """What the program printed, without gloo's connection notices (its threads write them
   concurrently, so a notice can arrive split, without its '[Gloo]' prefix)."""
   return ''.join(line for line in stdout.splitlines(keepends=True)
-                 if not line.startswith('[Gloo]') and 'peer ranks' not in line)
+                 if line.strip() and not line.startswith('[Gloo]') and 'peer ranks' not in line)
 
 
 def _metrics(workdir):
@@ -89,17 +89,18 @@ def _assert_states_close(state, reference, initial) -> float:
 
   A different device layout sums the batch in another order, and six steps of LARS on BN
   parameters amplify those rounding differences: 1 process with 1, 2 or 4 devices ends up
-  to 7e-4 apart, 0.3% of how far training moved the parameters (2 processes x 2 devices vs
-  1 process x 2 devices: 2e-6). Wrong data or double-counted gradients move them by tens
-  of percent, so each leaf must match to 1% of its update (BN statistics: of their size).
+  to 7e-4 apart, up to 1% of how far training moved a small BN leaf (2 processes x 2
+  devices vs 1 process x 2 devices: 2e-6). Wrong data or double-counted gradients move them
+  by tens of percent, so each leaf must match to 3% of its update (BN statistics: of their
+  size).
   """
   state, reference, initial = jax.device_get((state, reference, initial))
   norm = lambda x: float(np.linalg.norm(x))
   for got, want, start in zip(*(jax.tree.leaves(s['params']) for s in (state, reference,
                                                                          initial))):
-    assert norm(got - want) <= 0.01 * norm(want - start) + 1e-6
+    assert norm(got - want) <= 0.03 * norm(want - start) + 1e-6
   for got, want in zip(*(jax.tree.leaves(s['batch_stats']) for s in (state, reference))):
-    assert norm(got - want) <= 0.01 * norm(want) + 1e-6
+    assert norm(got - want) <= 0.03 * norm(want) + 1e-6
   return max(float(np.max(np.abs(a - b))) for a, b in
              zip(jax.tree.leaves(state['params']), jax.tree.leaves(reference['params'])))
 
