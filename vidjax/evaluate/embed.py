@@ -26,6 +26,9 @@ def embed_images(embed_fn, variables, images, mesh, batch_size: int = 256) -> np
   gathered once, so every process returns the features of all images.
   """
   num_devices = mesh.devices.size
+  # Fewer images than a batch (a query): the next power of two holds them, so a single
+  # image costs one small batch, and sizes compiled stay few (1, 2, 4, ... batch_size).
+  batch_size = min(batch_size, 2**int(np.ceil(np.log2(max(1, len(images))))))
   batch_size = max(num_devices, batch_size // num_devices * num_devices)
   rows = parallel.local_rows(mesh, batch_size)
   breaks = np.flatnonzero(np.diff(rows) > 1) + 1

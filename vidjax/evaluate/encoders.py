@@ -3,9 +3,10 @@ init, and raw pixels. Each maps a sliceable set of uint8 images to embeddings [n
 """
 from pathlib import Path
 
+import jax
 import numpy as np
 
-from vidjax import checkpointing, step
+from vidjax import checkpointing, models, parallel, step
 from vidjax.errors import ConfigError
 from vidjax.evaluate import embed
 
@@ -22,10 +23,17 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
   """(images -> embeddings [n, D] numpy, description) for one --init."""
   if init == 'pixels':
     return (lambda rows: flat_centred(rows[0:len(rows)])), 'raw pixels (flattened, mean-centred)'
-  model, state, _ = step.make_state_and_step(config, mesh)
-  description = f'random init (seed {config.seed})'
   if init == 'trained':
-    state, description = restore_state(state, workdir, checkpoint)
+    # Restored into the state's shapes alone: initialising it first would compile the
+    # model's and optimiser's init, most of a command's start-up on a CPU.
+    replicated = parallel.replicated(mesh)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                            step.abstract_state(config))
+    model = models.build_model(config)
+    state, description = restore_state(abstract, workdir, checkpoint)
+  else:
+    model, state, _ = step.make_state_and_step(config, mesh)
+    description = f'random init (seed {config.seed})'
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   embed_fn = embed.make_embed_fn(model, mesh)
   return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
