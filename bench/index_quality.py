@@ -22,19 +22,9 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vidjax.data.sources import world  # noqa: E402
 from vidjax.evaluate import datasets  # noqa: E402
-from vidjax.index import command  # noqa: E402
+from vidjax.index import command, regions  # noqa: E402
 from vidjax.search import corpus  # noqa: E402
 from vidjax.world import folder_name  # noqa: E402
-
-
-def iou(box, boxes) -> np.ndarray:
-  x0 = np.maximum(box[0], boxes[:, 0])
-  y0 = np.maximum(box[1], boxes[:, 1])
-  x1 = np.minimum(box[2], boxes[:, 2])
-  y1 = np.minimum(box[3], boxes[:, 3])
-  inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-  return inter / np.maximum(area(np.asarray(box)) + area(boxes) - inter, 1e-9)
 
 
 class Truth:
@@ -56,7 +46,7 @@ class Truth:
       return 'background'
     boxes = np.stack([rows[c] for c in ('x0', 'y0', 'x1', 'y1')], axis=1)
     box = np.array([hit[c] for c in ('x0', 'y0', 'x1', 'y1')]) * self.scale
-    overlaps = iou(box, boxes)
+    overlaps = regions.iou(box, boxes)
     best = int(np.argmax(overlaps))
     if overlaps[best] < threshold:
       return 'background'

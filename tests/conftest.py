@@ -3,6 +3,7 @@ import os
 import tempfile
 
 import jax
+import pytest
 from absl import flags
 
 # Open-time indexes are cached (vidjax/data/cache.py); tests keep theirs out of ~/.cache.
@@ -12,3 +13,11 @@ os.environ.setdefault('VIDJAX_CACHE', tempfile.mkdtemp(prefix='vidjax_cache_'))
 jax.config.update('jax_num_cpu_devices', 4)
 # Grain worker processes read absl flags; under pytest nobody parses them.
 flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory):
+  """A workdir with the N-pair smoke config trained 2 steps: the encoder the index, server,
+  labelling and browser tests index with (trained once per session)."""
+  from served_index import train_smoke  # pylint: disable=import-outside-toplevel
+  return train_smoke(str(tmp_path_factory.mktemp('smoke_run')))

@@ -1,5 +1,7 @@
 """python -m vidjax.index and vidjax.search: regions, the faiss choices, a build end to end,
 resume after a kill, shards and their on-disk merge, safe rebuilds, and the search outputs."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,23 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import npair
-from vidjax import train, workdir as runs
+from vidjax import atomic, workdir as runs
 from vidjax.errors import ConfigError
 from vidjax.index import build, command, embedding, regions, store, vectors
-from vidjax.search import corpus
+from vidjax.search import command as search_command, corpus
 from video_clips import write_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def trained_workdir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('run')
-  config = npair.get_config('smoke')
-  config.update(total_steps=2, eval_every=100, checkpoint_every=100)
-  train.train_and_evaluate(config, str(workdir))
-  return str(workdir)
+def trained_workdir(smoke_run):
+  return smoke_run
 
 
 def _flags(workdir, output, **overrides):
@@ -231,7 +228,7 @@ def test_a_rebuild_replaces_the_index_only_when_complete(trained_workdir, tmp_pa
   assert len(_rows(str(output))) > len(before) and not os.path.exists(f'{output}.old')
   # A crash between the two renames of the swap: the old index comes back under its name.
   os.replace(output, f'{output}.old')
-  build.recover_swap(str(output))
+  atomic.recover_folder(str(output))
   assert os.path.exists(output / 'index.json')
   with pytest.raises(ConfigError, match='--shard'):
     command.parse_shard('2/2')
@@ -260,6 +257,18 @@ def _search(*args):
   return result.returncode, result.stdout, result.stderr
 
 
+def _search_in_process(**given):
+  """`python -m vidjax.search` with `given` flags, run in this process: (stdout, the
+  ConfigError or None)."""
+  out = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+      search_command.run(search_command.arguments(**given))
+  except ConfigError as e:
+    return out.getvalue(), e
+  return out.getvalue(), None
+
+
 def test_search_command_line_outputs(trained_workdir, tmp_path):
   output = tmp_path / 'idx'
   command.run(_flags(trained_workdir, output, regions=['grid']))
@@ -281,24 +290,25 @@ def test_search_command_line_outputs(trained_workdir, tmp_path):
     frames = list(container.decode(video=0))
     assert stream.codec_context.pix_fmt == 'yuv420p' and stream.width % 2 == 0
     assert stream.height % 2 == 0 and len(frames) >= 5
-  code, out, err = _search(f'--index={output}', '--frame=00001@1.0', '--box=10,10,58,58',
-                           '-k', '4', '--exclude_same_video')
-  assert code == 0, err
+  # The rest in this process: a fresh `python -m vidjax.search` spends ~10 s importing JAX.
+  out, error = _search_in_process(index=str(output), frame='00001@1.0', box='10,10,58,58',
+                                  k=4, exclude_same_video=True)
+  assert error is None, error
   table = out.strip().splitlines()
   assert len(table) == 5 and 'score' in table[0]
   assert not any(line.endswith('synthetic/train/00001') for line in table[1:])
   (tmp_path / 'empty.jpg').write_bytes(b'')
   (tmp_path / 'corrupt.png').write_bytes((tmp_path / 'query.png').read_bytes()[:60])
-  for args, message in (([f'--image={tmp_path / "nothing.png"}'], 'no such file'),
-                        ([f'--image={tmp_path / "empty.jpg"}'], 'empty file'),
-                        ([f'--image={tmp_path / "corrupt.png"}'], 'not a readable image'),
-                        (['--frame=99999@1.0'], 'no video'),
-                        (['--frame=00001@1.0', '--box=5,5,1,1'], '--box'),
-                        (['--frame=00001@1.0', '--box=100,80,300,200'], 'outside the frame'),
-                        ([f'--image={tmp_path / "query.png"}', '--box=-5,0,20,20'], 'outside'),
-                        ([], 'one of --image')):
-    code, _, err = _search(f'--index={output}', *args)
-    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+  for given, message in ((dict(image=str(tmp_path / 'nothing.png')), 'no such file'),
+                         (dict(image=str(tmp_path / 'empty.jpg')), 'empty file'),
+                         (dict(image=str(tmp_path / 'corrupt.png')), 'not a readable image'),
+                         (dict(frame='99999@1.0'), 'no video'),
+                         (dict(frame='00001@1.0', box='5,5,1,1'), '--box'),
+                         (dict(frame='00001@1.0', box='200,100,300,200'), 'outside the frame'),
+                         (dict(image=str(tmp_path / 'query.png'), box='-50,0,-10,20'), 'outside'),
+                         (dict(), 'one of --image')):
+    _, error = _search_in_process(index=str(output), **given)
+    assert error is not None and message in str(error) and '\n' not in str(error), (given, error)
   code, _, err = _search(f'--index={tmp_path / "no_index"}', '--image=x.png')
   assert code != 0 and 'no such folder' in err and len(err.strip().splitlines()) == 1, err
   index.close()

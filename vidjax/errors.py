@@ -16,3 +16,8 @@ def require(condition: bool, message: str):
   """Raises ConfigError(message) unless condition holds."""
   if not condition:
     raise ConfigError(message)
+
+
+class NotFound(LookupError):
+  """Something the user named (a vector id, a label, a video) does not exist; the message
+  names it and what exists."""

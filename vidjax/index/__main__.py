@@ -18,8 +18,9 @@ shards' inverted lists). Folder layout: vidjax/index/build.py.
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from vidjax import cli
 from vidjax.errors import ConfigError
 from vidjax.evaluate import encoders
 from vidjax.index import command, embedding, regions
@@ -54,11 +55,7 @@ flags.DEFINE_bool('overwrite', D['overwrite'], 'Replace an existing --output (bu
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  f = flags.FLAGS
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  f = cli.command_flags(argv)
   for name in ('workdir', 'output') + (() if f.merge else ('corpus',)):
     if not getattr(f, name):
       sys.exit(f'error: --{name} is required (see --help)')

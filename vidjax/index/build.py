@@ -99,7 +99,12 @@ def finalise(output: str, count: int, factory: str, memory_bytes: float, encoder
   atomic.write_json(os.path.join(final, 'index.json'), summary)
   atomic.write_json(os.path.join(final, 'report.json'), dict(
       report, vectors=len(everything), finalise_seconds=round(time.time() - started, 1)))
-  swap_in(final, output)
+  old_metadata = os.path.join(output, 'metadata.sqlite')
+  if os.path.exists(old_metadata):  # Labels people gave on the index being replaced.
+    carried = store.carry_answers(old_metadata, os.path.join(final, 'metadata.sqlite'))
+    if carried:
+      print(f'carried over {carried} answers from the previous index')
+  atomic.replace_folder(final, output)
   shutil.rmtree(f'{output}.partial', ignore_errors=True)
   return summary
 
@@ -112,7 +117,7 @@ def _merge_metadata(dirs, offsets, path: str, summary: dict) -> dict:
   with db:
     for directory, offset in zip(dirs, offsets):
       shard_db = store.connect(os.path.join(directory, 'rows.sqlite'), readonly=True)
-      cursor = shard_db.execute(f'SELECT {", ".join(store.COLUMNS[:-1])} FROM vectors ORDER BY id')
+      cursor = shard_db.execute(f'SELECT {", ".join(store.COLUMNS)} FROM vectors ORDER BY id')
       while batch := cursor.fetchmany(10000):
         store.insert_vectors(db, [dict(r, id=r['id'] + int(offset)) for r in batch])
       videos += shard_db.execute('SELECT COUNT(*) FROM videos').fetchone()[0]
@@ -125,24 +130,6 @@ def _merge_metadata(dirs, offsets, path: str, summary: dict) -> dict:
   db.close()
   skipped = list(at_open.values()) + failed
   return dict(videos_indexed=videos - len(failed), videos_skipped=len(skipped), skipped=skipped)
-
-
-def swap_in(built: str, output: str):
-  """Replaces `output` by the folder `built`: at every moment one of them is complete under
-  its name (OUTPUT.old while the two renames happen; recover_swap puts it back after a crash)."""
-  old = f'{output}.old'
-  if os.path.exists(output):
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(output, old)
-  os.replace(built, output)
-  shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_swap(output: str):
-  """After a crash between swap_in's renames: the previous index back under its name."""
-  old = f'{output}.old'
-  if os.path.exists(old) and not os.path.exists(output):
-    os.replace(old, output)
 
 
 def read_summary(folder: str) -> dict:

@@ -6,7 +6,7 @@ import types
 
 import jax
 
-from vidjax import checkpointing, parallel, workdir as runs
+from vidjax import atomic, checkpointing, parallel, workdir as runs
 from vidjax.data.sources import open_source
 from vidjax.errors import ConfigError
 from vidjax.evaluate import encoders
@@ -82,7 +82,7 @@ def _stage_encoder(workdir: str, checkpoint: str, output: str) -> tuple:
 
 def run(f):
   output = os.path.abspath(os.path.expanduser(f.output))
-  build.recover_swap(output)
+  atomic.recover_folder(output)
   if os.path.exists(output) and not f.overwrite:
     raise ConfigError(f'--output={f.output} exists; pass --overwrite to rebuild it (the new '
                       'index is built beside it and swapped in when complete)')

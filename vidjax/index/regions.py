@@ -104,6 +104,18 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
+def iou(box, boxes) -> np.ndarray:
+  """Intersection over union of one box (x0, y0, x1, y1) with each row of boxes [n, 4]."""
+  boxes = np.asarray(boxes, np.float64)
+  x0 = np.maximum(box[0], boxes[:, 0])
+  y0 = np.maximum(box[1], boxes[:, 1])
+  x1 = np.minimum(box[2], boxes[:, 2])
+  y1 = np.minimum(box[3], boxes[:, 3])
+  inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+  return inter / np.maximum(area(np.asarray(box, np.float64)) + area(boxes) - inter, 1e-9)
+
+
 def frame_regions(source, video: int, t: int, frame, kinds, grid_scales):
   """[(kind, box, crop source image)] for a kept frame: the whole frame, then its regions."""
   height, width = frame.shape[:2]

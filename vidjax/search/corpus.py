@@ -1,6 +1,8 @@
 """An index folder opened for queries: its faiss index (memory-mapped), metadata, the encoder
 it was built with, and the corpus it points at, to show the frames hits come from."""
+import functools
 import os
+import threading
 
 import faiss
 import jax
@@ -9,10 +11,10 @@ from PIL import Image
 
 from vidjax import parallel, workdir as runs
 from vidjax.data.sources import open_source
-from vidjax.errors import ConfigError
+from vidjax.errors import ConfigError, NotFound
 from vidjax.evaluate import encoders
 from vidjax.evaluate.knn import l2_normalize
-from vidjax.index import build, regions, store, vectors
+from vidjax.index import build, embedding, regions, store, vectors
 
 
 def parse_time(text: str) -> float:
@@ -32,23 +34,24 @@ def format_time(seconds: float) -> str:
   return f'{hours:02d}:{minutes:02d}:{rest:04.1f}'
 
 
-def parse_box(text: str):
+def parse_box(text: str, name: str = '--box'):
+  """(x0, y0, x1, y1) from 'x0,y0,x1,y1'; `name` is what the message calls the input."""
   try:
     box = tuple(float(v) for v in text.split(','))
   except ValueError:
     box = ()
-  if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-    raise ConfigError(f'--box={text}: expected x0,y0,x1,y1 in pixels with x1 > x0, y1 > y0')
+  if len(box) != 4 or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+    raise ConfigError(f'{name}={text}: expected x0,y0,x1,y1 in pixels with x1 > x0, y1 > y0')
   return box
 
 
-def check_box_inside(box, image_shape, what: str):
-  """A ConfigError unless `box` lies inside an image of `image_shape` (H, W, ...)."""
+def check_box_inside(box, image_shape, what: str, name: str = '--box'):
+  """A ConfigError unless `box` overlaps an image of `image_shape` (H, W, ...). A box may
+  stick out of it (the square crops of regions near an edge do; edges are repeated)."""
   height, width = image_shape[:2]
-  if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-    raise ConfigError(f'--box={",".join(f"{v:g}" for v in box)}: outside {what} '
-                      f'({width}x{height} pixels; expected 0 <= x0 < x1 <= {width}, '
-                      f'0 <= y0 < y1 <= {height})')
+  if box[0] >= width or box[1] >= height or box[2] <= 0 or box[3] <= 0:
+    raise ConfigError(f'{name}={",".join(f"{v:g}" for v in box)}: outside {what} '
+                      f'({width}x{height} pixels; the box must overlap it)')
 
 
 def read_image(path: str) -> np.ndarray:
@@ -81,6 +84,8 @@ class CorpusIndex:
     self.index = vectors.load(os.path.join(folder, 'index.faiss'))
     vectors.set_nprobe(self.index, self.summary['nprobe'])
     self.db = store.connect(os.path.join(folder, 'metadata.sqlite'), readonly=True)
+    self._lock = threading.Lock()  # One sqlite connection; reads come from server threads.
+    self._direct_map = False
     encoder_dir = os.path.join(folder, 'encoder')
     self.config = runs.load_config(encoder_dir, '--index')
     mesh = mesh or parallel.make_mesh(jax.local_devices())
@@ -99,6 +104,8 @@ class CorpusIndex:
       self._source = open_source(self.summary['corpus'], config,
                                  f'the index\'s corpus {self.summary["corpus"]}',
                                  self.options['keyframes_only'])
+      if self.options.get('max_videos'):
+        self._source = embedding.FirstVideos(self._source, self.options['max_videos'])
       self._names = {self._source.video_name(v): v for v in range(len(self._source))}
     return self._source
 
@@ -129,10 +136,36 @@ class CorpusIndex:
   def frame_at(self, name: str, seconds: float):
     """(video index, frame index, HxWx3 frame) of the frame of video `name` nearest `seconds`."""
     video = self.video_index(name)
-    stamps = np.array([regions.timestamp(self.source, video, t)
-                       for t in range(self.source.num_frames(video))])
+    stamps = self._timestamps(video)
     t = int(np.argmin(np.abs(stamps - seconds)))
     return video, t, self.source.frame(video, t)
+
+  @functools.lru_cache(maxsize=64)  # noqa: B019 (one CorpusIndex per process)
+  def _timestamps(self, video: int) -> np.ndarray:
+    return np.array([regions.timestamp(self.source, video, t)
+                     for t in range(self.source.num_frames(video))])
+
+  def row(self, vector_id: int) -> dict:
+    """The metadata row of a faiss id, or NotFound."""
+    if not 0 <= vector_id < len(self):
+      raise NotFound(f'no vector {vector_id}: the index holds ids 0 to {len(self) - 1}')
+    return self.rows([vector_id])[0]
+
+  def rows(self, ids) -> list:
+    """The metadata rows (dicts, None for an unknown id) of faiss ids, in their order."""
+    with self._lock:
+      return store.rows(self.db, ids)
+
+  def vectors_of(self, ids) -> np.ndarray:
+    """[n, D] the stored vectors of faiss ids (PQ indexes give their approximation)."""
+    ids = np.asarray(ids, np.int64)
+    if not len(ids):
+      return np.zeros((0, self.index.d), np.float32)
+    with self._lock:
+      if not self._direct_map and vectors.is_ivf(self.index):
+        faiss.extract_index_ivf(self.index).make_direct_map()
+      self._direct_map = True
+    return self.index.reconstruct_batch(ids)
 
   def frame_of(self, hit: dict) -> np.ndarray:
     return self.source.frame(hit['video_index'], hit['frame'])
@@ -158,7 +191,7 @@ class CorpusIndex:
 
   def _filter(self, scores, ids, k, exclude_video, window_seconds, kinds):
     kept = []
-    for score, row in zip(scores, store.rows(self.db, ids[ids >= 0])):
+    for score, row in zip(scores, self.rows(ids[ids >= 0])):
       if row is None or (exclude_video and row['video'] == exclude_video):
         continue
       if kinds and row['kind'] not in kinds:

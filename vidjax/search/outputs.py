@@ -32,7 +32,7 @@ def table(hits) -> str:
 
 def as_json(hits) -> str:
   keys = ('id', 'score', 'video', 'frame', 'timestamp', 'kind', 'x0', 'y0', 'x1', 'y1',
-          'source', 'label')
+          'source')
   return json.dumps([{key: hit[key] for key in keys} for hit in hits], indent=1)
 
 
