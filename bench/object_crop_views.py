@@ -10,11 +10,19 @@ random-init projections of two views of one object are, against two different ob
 --init_encoder starts the encoder from another run's checkpoint instead (heads stay random):
 does the method keep, build on or lose features that already know the categories?
 
+Other oracles, from ground-truth object tracks (crops of one object at 16 times of its
+video): --pairing=times pairs crops of one object at least --min_gap frames apart (it has
+moved, turned and is seen over other background); --batches=video draws 4 objects per video
+and --batches=photo objects over 2 photographs only, so that the negatives share the
+positives' background and matching backgrounds cannot tell them apart.
+
   python bench/object_crop_views.py --config=configs/npair.py --steps=300
   python bench/object_crop_views.py --config=configs/simsiam.py --steps=300 \
       --config.model.zero_init_residual=False
   python bench/object_crop_views.py --config=configs/simsiam.py --steps=200 \
       --init_encoder=runs/npair/checkpoints/600
+  python bench/object_crop_views.py --config=configs/npair.py --steps=300 --pairing=times
+  python bench/object_crop_views.py --config=configs/npair.py --steps=300 --batches=photo
 """
 import os
 import sys
@@ -30,7 +38,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax import losses, parallel, step, workdir as runs  # noqa: E402
 from vidjax.data import augment  # noqa: E402
-from vidjax.data.sources import world_crops  # noqa: E402
+from vidjax.data.sources import world, world_crops  # noqa: E402
 from vidjax.errors import ConfigError  # noqa: E402
 from vidjax.evaluate import encoders  # noqa: E402
 from vidjax.evaluate.online import KnnMonitor  # noqa: E402
@@ -43,6 +51,12 @@ _EVAL_EVERY = flags.DEFINE_integer('eval_every', 100, 'Steps between kNN evaluat
 _INIT_ENCODER = flags.DEFINE_string(
     'init_encoder', '', 'A checkpoint folder (WORKDIR/checkpoints/<step>) of a run with the '
     'same encoder: training starts from its encoder parameters and BatchNorm statistics.')
+_PAIRING = flags.DEFINE_enum('pairing', 'same', ['same', 'times'], 'Positives: two crops of '
+                             'one object crop, or of one object at two times (tracks).')
+_MIN_GAP = flags.DEFINE_integer('min_gap', 16, '--pairing=times: frames between the two.')
+_BATCHES = flags.DEFINE_enum('batches', 'any', ['any', 'video', 'photo'], 'Objects of a batch: '
+                             'any; 4 per video; or over 2 photographs only (tracks).')
+_TRACK_VIDEOS = flags.DEFINE_integer('track_videos', 400, 'Training videos the tracks come from.')
 flags.mark_flags_as_required(['config'])
 
 # Object crops are cut at 1.5x the training image size, so random-resized crops of 60-100%
@@ -62,6 +76,65 @@ def oracle_batch(rng, crops, batch_size: int, image_size: int):
   zeros = np.zeros((batch_size, 2), np.int32)
   # Each object instance is its own "video": no two samples are positives of each other.
   return {'views': views, 'video_id': index.astype(np.int32), 'frame_idx': zeros, 'dt': zeros}
+
+
+class TrackBatches:
+  """Oracle batches from ground-truth object tracks: crops of each object (at least 60%
+  visible) every 4 frames of its video, each knowing its video and photograph."""
+
+  def __init__(self, config, num_videos: int):
+    source = world.SyntheticWorld(config.synthetic.seed, 'train', num_videos,
+                                  frame_size=config.synthetic.frame_size)
+    size = round(config.image_size * _CROP_ZOOM)
+    tracks = {}
+    for video in range(num_videos):
+      for t in range(0, source.num_frames(video), 4):
+        rows = [r for r in source.boxes(video, t) if r['visible_fraction'] >= 0.6]
+        frame = source.frame(video, t) if rows else None
+        for r in rows:
+          box = (r['x0'], r['y0'], r['x1'], r['y1'])
+          tracks.setdefault((video, int(r['instance'])), []).append(
+              (t, world_crops.crop(frame, box, size)))
+    keys = [key for key, track in tracks.items() if len(track) >= 2]
+    self.tracks = [tracks[key] for key in keys]
+    self.videos = np.array([video for video, _ in keys])
+    self.photos = np.array([world.PHOTOS.index(source.context(video)) for video, _ in keys])
+
+  def __len__(self):
+    return len(self.tracks)
+
+  def _objects(self, rng, count: int, batches: str) -> np.ndarray:
+    if batches == 'any':
+      return rng.choice(len(self), count, replace=False)
+    if batches == 'photo':
+      pool = np.flatnonzero(np.isin(self.photos, rng.choice(np.unique(self.photos), 2,
+                                                              replace=False)))
+      rest = np.setdiff1d(np.arange(len(self)), pool)
+      picked = rng.permutation(pool)[:count]
+      return np.concatenate([picked, rng.choice(rest, count - len(picked), replace=False)])
+    picked = []
+    for video in rng.permutation(np.unique(self.videos)):
+      picked += list(rng.permutation(np.flatnonzero(self.videos == video))[:4])
+      if len(picked) >= count:
+        return np.array(picked[:count])
+    raise ValueError('fewer objects than a batch: raise --track_videos')
+
+  def __call__(self, rng, batch_size: int, image_size: int, pairing: str, batches: str,
+               min_gap: int):
+    index = self._objects(rng, batch_size, batches)
+    views = []
+    for i in index:
+      track = self.tracks[i]
+      a = int(rng.integers(len(track)))
+      b = a
+      if pairing == 'times':
+        far = [j for j, (t, _) in enumerate(track) if abs(t - track[a][0]) >= min_gap]
+        b = int(rng.choice(far or [j for j in range(len(track)) if j != a]))
+      views.append(augment.crop_views(rng, [track[a][1], track[b][1]], _VIEW_CROPS,
+                                      image_size)[0])
+    zeros = np.zeros((batch_size, 2), np.int32)
+    return {'views': np.stack(views), 'video_id': index.astype(np.int32), 'frame_idx': zeros,
+            'dt': zeros}
 
 
 def view_cosine(model, state, batch, config, rng) -> tuple:
@@ -119,15 +192,22 @@ def main(argv):
   # The oracle batches below are uint8 crops: colour augmentation has to happen in the step.
   config.data.photometric.on_device = True
   started = time.perf_counter()
-  crops = world_crops.labelled_crops(
-      seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
-      crop_size=round(config.image_size * _CROP_ZOOM),
-      frame_size=config.synthetic.frame_size).images
-  print(f'{len(crops)} training object crops in {time.perf_counter() - started:.1f} s',
-        flush=True)
-  if config.batch_size > len(crops):
-    sys.exit(f'error: --config.batch_size={config.batch_size} exceeds the {len(crops)} object '
-             'crops; raise --per_class')
+  if _PAIRING.value == 'same' and _BATCHES.value == 'any':
+    crops = world_crops.labelled_crops(
+        seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
+        crop_size=round(config.image_size * _CROP_ZOOM),
+        frame_size=config.synthetic.frame_size).images
+    count = len(crops)
+    make_batch = lambda rng: oracle_batch(rng, crops, config.batch_size, config.image_size)
+  else:
+    tracks = TrackBatches(config, _TRACK_VIDEOS.value)
+    count = len(tracks)
+    make_batch = lambda rng: tracks(rng, config.batch_size, config.image_size, _PAIRING.value,
+                                    _BATCHES.value, _MIN_GAP.value)
+  print(f'{count} training objects in {time.perf_counter() - started:.1f} s', flush=True)
+  if config.batch_size > count:
+    sys.exit(f'error: --config.batch_size={config.batch_size} exceeds the {count} objects; '
+             'raise --per_class or --track_videos')
   mesh = parallel.make_mesh()
   model, state, step_fn = step.make_state_and_step(config, mesh)
   if _INIT_ENCODER.value:
@@ -136,19 +216,19 @@ def main(argv):
   rng = np.random.default_rng(config.seed)
   _, bottleneck = ARCHITECTURES[config.model.name]
   # Its own rng, so that the training batches stay those of the runs the README cites.
-  probe_batch = oracle_batch(np.random.default_rng(config.seed + 1), crops, config.batch_size,
-                             config.image_size)
+  probe_batch = make_batch(np.random.default_rng(config.seed + 1))
   same, different = view_cosine(model, state, probe_batch, config, jax.random.PRNGKey(0))
   print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f} | view cosine of z: same object "
         f"{same:.3f}, different objects {different:.3f}", flush=True)
   for step_number in range(1, config.total_steps + 1):
-    batch = oracle_batch(rng, crops, config.batch_size, config.image_size)
+    batch = make_batch(rng)
     state, metrics = step_fn(state, parallel.to_global(batch, mesh),
                              jax.random.PRNGKey(step_number))
     if step_number % _EVAL_EVERY.value == 0 or step_number == config.total_steps:
       knn_metrics = monitor(state)
       print(f"step {step_number} | loss {float(metrics['loss']):.4f} | knn_top1 "
-            f"{knn_metrics['knn_top1']:.3f} | feature_rank {knn_metrics['feature_rank']:.1f} | "
+            f"{knn_metrics['knn_top1']:.3f} | context_match {knn_metrics['context_match']:.3f} | "
+            f"feature_rank {knn_metrics['feature_rank']:.1f} | "
             f"residual_scale {residual_scale(jax.device_get(state['params']), bottleneck):.3f}",
             flush=True)
 
