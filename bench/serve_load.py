@@ -112,7 +112,8 @@ def latency(url: str, images: list, clients: int, searches: int) -> dict:
   with concurrent.futures.ThreadPoolExecutor(clients) as pool:
     times = np.concatenate(list(pool.map(client_run, range(clients)))) * 1000
   wall = time.perf_counter() - started
-  return dict(clients=clients, searches=len(times), p50_ms=round(float(np.percentile(times, 50)), 1),
+  return dict(clients=clients, searches=len(times),
+              p50_ms=round(float(np.percentile(times, 50)), 1),
               p99_ms=round(float(np.percentile(times, 99)), 1),
               searches_per_s=round(len(times) / wall, 1))
 
