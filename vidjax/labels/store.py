@@ -78,10 +78,6 @@ class LabelStore:
                          'VALUES (?, ?, ?)', (name, time.time(), who))
     return cursor.rowcount == 1
 
-  def has_label(self, name: str) -> bool:
-    return self._reader().execute('SELECT 1 FROM labels WHERE name = ?', (name,)).fetchone() \
-        is not None
-
   def labels(self) -> list:
     """[{name, created, created_by, accept, reject, skip}] counting each region's latest
     answer, in order of creation."""
@@ -92,12 +88,23 @@ class LabelStore:
             for row in self._reader().execute(
                 'SELECT name, created, created_by FROM labels ORDER BY created, name')]
 
+  def label(self, name: str) -> dict:
+    """labels()'s row of one label, reading only its answers; NotFound if there is none."""
+    row = self._reader().execute('SELECT name, created, created_by FROM labels WHERE name = ?',
+                                 (name,)).fetchone()
+    if row is None:
+      raise NotFound(f'no label {name!r}; create it first')
+    counts = dict.fromkeys(ANSWERS, 0)
+    for answer in self.latest_answers(name):
+      counts[answer['answer']] += 1
+    return dict(row, **counts)
+
   def answer(self, region: dict, label: str, answer: str, who: str) -> int:
     """Records an answer for the vector whose metadata row is `region`; returns its seq."""
     if answer not in ANSWERS:
       raise ConfigError(f'answer {answer!r}: expected one of {", ".join(ANSWERS)}')
     check_who(who)
-    if not self.has_label(label):
+    if self._reader().execute('SELECT 1 FROM labels WHERE name = ?', (label,)).fetchone() is None:
       raise NotFound(f'no label {label!r}; create it first')
     cursor = self._write(
         'INSERT INTO answers (vector_id, label, answer, who, at, video, frame, kind, x0, y0, x1,'

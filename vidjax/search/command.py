@@ -33,7 +33,7 @@ def _query(index, f):
     video, _, image = index.frame_at(name, corpus.parse_time(time))
     video_name = index.source.video_name(video)
   if box:
-    corpus.check_box_inside(box, image.shape, f'--image={f.image}' if f.image else
+    corpus.check_box_overlaps(box, image.shape, f'--image={f.image}' if f.image else
                             f'the frame of --frame={f.frame} as the index read it')
   size = index.options['image_size']
   shown = (corpus.regions.square_crop(image, box, max(size, 96)) if box

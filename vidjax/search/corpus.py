@@ -45,7 +45,7 @@ def parse_box(text: str, name: str = '--box'):
   return box
 
 
-def check_box_inside(box, image_shape, what: str, name: str = '--box'):
+def check_box_overlaps(box, image_shape, what: str, name: str = '--box'):
   """A ConfigError unless `box` overlaps an image of `image_shape` (H, W, ...). A box may
   stick out of it (the square crops of regions near an edge do; edges are repeated)."""
   height, width = image_shape[:2]

@@ -152,7 +152,7 @@ def create_app(index_folder: str, max_upload_bytes: int = 20 * 2**20,
     if not (box[2] > box[0] and box[3] > box[1]):
       raise ConfigError(f'box={",".join(f"{v:g}" for v in box)}: expected x0,y0,x1,y1 with '
                         'x1 > x0 and y1 > y0')
-    corpus.check_box_inside(box, image_shape, what, 'box')
+    corpus.check_box_overlaps(box, image_shape, what, 'box')
     return box
 
   @app.get('/', include_in_schema=False)
@@ -240,9 +240,8 @@ def create_app(index_folder: str, max_upload_bytes: int = 20 * 2**20,
     return _jpeg(image)
 
   def counts(name: str) -> models.LabelCounts:
-    row = next((r for r in labels.labels() if r['name'] == name), None)
-    if row is None:
-      raise NotFound(f'no label {name!r}; create it with POST /api/labels')
+    """One label's counts (read on every answer: only that label's answers are read)."""
+    row = labels.label(name)
     return models.LabelCounts(**{k: row[k] for k in models.LabelCounts.model_fields})
 
   @app.get('/api/labels', response_model=list[models.LabelCounts])
