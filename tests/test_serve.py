@@ -273,6 +273,8 @@ def test_labels_export_command_and_answers_survive_a_rebuild(index_folder, tmp_p
   code, _, err = _run('vidjax.labels', 'export', f'--index={index_folder}',
                       f'--output={tmp_path / "x"}', '--labels=nothing')
   assert code != 0 and 'no label nothing' in err
+  code, _, err = _run('vidjax.labels', 'export', f'--index={index_folder}')
+  assert code != 0 and 'export needs --output' in err and len(err.strip().splitlines()) == 1
   code, out, _ = _run('vidjax.labels', 'list', f'--index={index_folder}')
   assert any(line.split()[:3] == ['kept', '2', '1'] for line in out.splitlines())
   # A rebuild over the same corpus keeps every answer, pointed at the same regions.
@@ -297,4 +299,8 @@ def test_serve_command_line_errors(tmp_path):
   code, _, err = _run('vidjax.serve', f'--index={tmp_path / "missing"}')
   assert code != 0 and 'no such folder' in err and len(err.strip().splitlines()) == 1
   code, _, err = _run('vidjax.serve')
+  assert code != 0 and '--index is required' in err
+  code, _, err = _run('vidjax.labels', f'--index={tmp_path}')
+  assert code != 0 and 'expected one command, list or export' in err
+  code, _, err = _run('vidjax.labels', 'list')
   assert code != 0 and '--index is required' in err
