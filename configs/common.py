@@ -33,8 +33,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # simsiam_target: 'pairs' (SimSiam: each other view's projection) or 'mean' (FastSiam:
   # the mean of the other views' projections, with num_positives > 2).
   # margin: the triplet loss's (tcn), on squared distances of unit vectors (0 to 4).
+  # ifm_epsilon, ifm_weight: N-pair's implicit feature modification (losses.info_nce_loss);
+  # weight 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
-                     margin=0.2)
+                     margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
   # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is
@@ -88,7 +90,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # half the views does the same for light and dark (docs/experiments.md).
       photometric=dict(on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4,
                        saturation=0.8, hue=0.5, grayscale_prob=0.5, blur_prob=0.0,
-                       solarize_prob=0.5, invert_prob=0.0),
+                       solarize_prob=0.5, invert_prob=0.0, rotate_prob=0.0),
   )
   # The embedded synthetic video world (data.train='synthetic' and the kNN monitor).
   config.synthetic = dict(seed=0, num_videos=1000, num_frames=64, frame_size=96)

@@ -11,7 +11,7 @@ CROP = ml_collections.ConfigDict(dict(mode='anchored', anchor='uniform', uniform
                                       negatives=0, fit=False, margin=(1.1, 1.6)))
 PHOTOMETRIC = ml_collections.ConfigDict(dict(
     on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
-    grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2, invert_prob=0.2))
+    grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2, invert_prob=0.2, rotate_prob=0.5))
 
 
 def test_anchored_crops_share_a_point_and_stay_inside():
@@ -114,7 +114,7 @@ def test_photometric_numpy_and_jax_agree():
 def test_photometric_with_everything_off_is_identity():
   off = ml_collections.ConfigDict(dict(PHOTOMETRIC))
   off.update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
-             invert_prob=0.0)
+             invert_prob=0.0, rotate_prob=0.0)
   rng = np.random.default_rng(3)
   images = rng.random((4, 8, 8, 3), dtype=np.float32)
   draws = rng.random((4, augment.NUM_DRAWS), dtype=np.float32)
@@ -134,6 +134,27 @@ def test_grayscale_and_hue_rotation():
              grayscale_prob=0.0)
   shifted = augment.photometric(images, draws, hue)  # ~180 degrees: red becomes cyan-ish.
   assert shifted[0, 0, 0, 0] < shifted[0, 0, 0, 2]
+
+
+def test_colour_rotation_keeps_colour_distances_and_scrambles_colours():
+  rng = np.random.default_rng(4)
+  # Colours within 0.28 of mid-grey stay inside the cube under any rotation: no clipping.
+  images = (0.5 + rng.uniform(-0.16, 0.16, (64, 6, 6, 3))).astype(np.float32)
+  draws = rng.random((64, augment.NUM_DRAWS), dtype=np.float32)
+  rotate = ml_collections.ConfigDict(dict(PHOTOMETRIC))
+  rotate.update(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0,
+                invert_prob=0.0, rotate_prob=1.0)
+  out = augment.photometric(images, draws, rotate)
+  pixels_in, pixels_out = images.reshape(64, -1, 3), out.reshape(64, -1, 3)
+  distances_in = np.linalg.norm(pixels_in[:, :, None] - pixels_in[:, None], axis=-1)
+  distances_out = np.linalg.norm(pixels_out[:, :, None] - pixels_out[:, None], axis=-1)
+  np.testing.assert_allclose(distances_out, distances_in, atol=1e-5)
+  np.testing.assert_allclose(out.mean(axis=(1, 2)) - 0.5, 0.0, atol=0.1)  # about grey
+  # Colours move, and the lighter of two colours is the darker one about half the time.
+  assert np.abs(out - images).mean() > 0.05
+  lighter = augment._luma(pixels_out[:, :1], np) > augment._luma(pixels_out[:, 1:2], np)
+  was_lighter = augment._luma(pixels_in[:, :1], np) > augment._luma(pixels_in[:, 1:2], np)
+  assert 0.25 < np.mean(lighter != was_lighter) < 0.75
 
 
 def _moving_square_frames(rng, background):

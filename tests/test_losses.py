@@ -38,7 +38,8 @@ def test_simsiam_stops_gradient_through_targets():
   np.testing.assert_array_equal(grad_z, 0.0)
 
 
-def _info_nce_numpy(z, video_id, temperature, negatives=None):
+def _info_nce_numpy(z, video_id, temperature, negatives=None, shift=0.0):
+  """shift: added to every negative's cosine and taken from every positive's (IFM)."""
   batch, views, dim = z.shape
   flat = _normalize(z.reshape(batch * views, dim))
   extra = [] if negatives is None else list(_normalize(negatives.reshape(-1, dim)))
@@ -46,8 +47,9 @@ def _info_nce_numpy(z, video_id, temperature, negatives=None):
   total = []
   for i in range(len(flat)):
     others = [j for j in range(len(flat)) if j != i]
-    logits = np.array([flat[i] @ flat[j] / temperature for j in others]
-                      + [flat[i] @ n / temperature for n in extra])
+    logits = np.array([(flat[i] @ flat[j] + (-shift if ids[j] == ids[i] else shift))
+                       / temperature for j in others]
+                      + [(flat[i] @ n + shift) / temperature for n in extra])
     log_denominator = np.log(np.sum(np.exp(logits)))
     positives = [n for n, j in enumerate(others) if ids[j] == ids[i]]
     total.append(-np.mean([logits[n] - log_denominator for n in positives]))
@@ -76,6 +78,17 @@ def test_info_nce_same_video_is_never_a_negative():
   closer = z.copy()
   closer[1] = 0.5 * z[1] + 0.5 * z[0]
   assert losses.info_nce_loss(closer, video_id, 0.1) < losses.info_nce_loss(z, video_id, 0.1)
+
+
+def test_info_nce_feature_modification_matches_numpy():
+  rng = np.random.default_rng(4)
+  z = rng.normal(size=(4, 2, 6))
+  video_id = np.array([0, 0, 2, 3])
+  negatives = rng.normal(size=(4, 2, 6))
+  expected = (_info_nce_numpy(z, video_id, 0.2, negatives)
+              + 0.5 * _info_nce_numpy(z, video_id, 0.2, negatives, shift=0.1))
+  np.testing.assert_allclose(losses.info_nce_loss(z, video_id, 0.2, negatives, 0.1, 0.5),
+                             expected, rtol=1e-5)
 
 
 def _barlow_numpy(z1, z2, lam, eps=1e-5):

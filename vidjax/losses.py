@@ -39,7 +39,7 @@ def simsiam_loss(p, z, target: str = 'pairs'):
 SIMSIAM_TARGETS = ('pairs', 'mean')
 
 
-def info_nce_loss(z, video_id, temperature, negatives=None):
+def info_nce_loss(z, video_id, temperature, negatives=None, ifm_epsilon=0.0, ifm_weight=0.0):
   """Multi-positive N-pair / InfoNCE loss with a video-id positive mask.
 
   Every view is an anchor. Its positives are all other views with the same video id, in any
@@ -47,21 +47,35 @@ def info_nce_loss(z, video_id, temperature, negatives=None):
   positives (SupCon's L_out form); with K = 2 and distinct videos it is SimCLR's NT-Xent.
   negatives [B, N, D], when given, are further negatives of every anchor and never anchors
   themselves (crops of the samples' own backgrounds: matching a background is then wrong).
+
+  ifm_weight > 0 adds, with that weight, the same loss after implicit feature modification
+  (Robinson et al. 2021): every positive's cosine lowered and every negative's raised by
+  ifm_epsilon, the worst case of moving each by epsilon in embedding space, so that the
+  features that already tell instances apart no longer suffice and others are learned too.
   """
   batch, num_views, dim = z.shape
   z = l2_normalize(z).reshape(batch * num_views, dim)
   ids = jnp.repeat(video_id, num_views)
   is_self = jnp.eye(batch * num_views, dtype=bool)
   positive = (ids[:, None] == ids[None, :]) & ~is_self
-  # A large finite negative rather than -inf keeps gradients free of NaNs.
-  logits = jnp.where(is_self, -1e9, z @ z.T / temperature)
+  similarity = z @ z.T
   if negatives is not None:
     extra = l2_normalize(negatives).reshape(-1, dim)
-    logits = jnp.concatenate([logits, z @ extra.T / temperature], axis=1)
+    similarity = jnp.concatenate([similarity, z @ extra.T], axis=1)
     positive = jnp.concatenate([positive, jnp.zeros((len(z), len(extra)), bool)], axis=1)
-  log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / jnp.sum(positive, axis=1)
-  return jnp.mean(per_anchor)
+    is_self = jnp.concatenate([is_self, jnp.zeros((len(z), len(extra)), bool)], axis=1)
+
+  def loss(similarity):
+    # A large finite negative rather than -inf keeps gradients free of NaNs.
+    logits = jnp.where(is_self, -1e9, similarity / temperature)
+    log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
+    per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / jnp.sum(positive, 1)
+    return jnp.mean(per_anchor)
+
+  if not ifm_weight:
+    return loss(similarity)
+  return loss(similarity) + ifm_weight * loss(
+      similarity + jnp.where(positive, -ifm_epsilon, ifm_epsilon))
 
 
 def triplet_loss(z, video_id, margin, negatives=None):
@@ -124,7 +138,8 @@ def _simsiam(outputs, video_id, loss_config, negatives=None):
 
 def _npair(outputs, video_id, loss_config, negatives=None):
   return info_nce_loss(outputs['z'], video_id, loss_config.temperature,
-                       None if negatives is None else negatives['z'])
+                       None if negatives is None else negatives['z'],
+                       loss_config.ifm_epsilon, loss_config.ifm_weight)
 
 
 def _barlow(outputs, video_id, loss_config, negatives=None):
@@ -155,6 +170,8 @@ def check_config(config):
           f'config.method: unknown {config.method!r}; expected one of {", ".join(METHODS)}')
   require(config.loss.temperature > 0,
           f'config.loss.temperature must be > 0, got {config.loss.temperature}')
+  for name in ('ifm_epsilon', 'ifm_weight'):
+    require(config.loss[name] >= 0, f'config.loss.{name} must be >= 0, got {config.loss[name]}')
   require(config.loss.simsiam_target in SIMSIAM_TARGETS,
           f'config.loss.simsiam_target: unknown {config.loss.simsiam_target!r}; expected one '
           f'of {", ".join(SIMSIAM_TARGETS)}')

@@ -23,8 +23,9 @@ CROP_MODES = ('anchored', 'rrc')
 ANCHORS = ('motion', 'uniform')
 
 # u[:, i] drives: jitter on/off, brightness, contrast, saturation, hue, grayscale on/off,
-# blur on/off, blur sigma, solarise on/off, invert on/off.
-NUM_DRAWS = 10
+# blur on/off, blur sigma, solarise on/off, invert on/off, colour rotation on/off, its
+# rotation (3: a uniform unit quaternion) and its reflection on/off.
+NUM_DRAWS = 15
 _LUMA = (0.299, 0.587, 0.114)
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
@@ -181,6 +182,25 @@ def _rotate_hue(x, angle, xp):
   return xp.einsum('nij,nhwj->nhwi', matrix, x)
 
 
+def _rotate_colours(x, u, xp):
+  """Turn RGB about mid-grey by a uniformly random orthogonal matrix, driven by u [N, 4].
+
+  Distances between colours are kept, so every edge between two colours of an object stays
+  as strong as it was, while which colour, and which side is lighter, is random: unlike
+  grayscale or solarising, which erase a pattern whose colours share a luminance.
+  """
+  # Shoemake's uniform unit quaternion from three uniforms, then its rotation matrix.
+  r1, r2 = xp.sqrt(1.0 - u[:, 0]), xp.sqrt(u[:, 0])
+  w, i = r1 * xp.sin(2 * math.pi * u[:, 1]), r1 * xp.cos(2 * math.pi * u[:, 1])
+  j, k = r2 * xp.sin(2 * math.pi * u[:, 2]), r2 * xp.cos(2 * math.pi * u[:, 2])
+  rotation = xp.stack([
+      xp.stack([1 - 2 * (j * j + k * k), 2 * (i * j - k * w), 2 * (i * k + j * w)], -1),
+      xp.stack([2 * (i * j + k * w), 1 - 2 * (i * i + k * k), 2 * (j * k - i * w)], -1),
+      xp.stack([2 * (i * k - j * w), 2 * (j * k + i * w), 1 - 2 * (i * i + j * j)], -1)], -2)
+  sign = xp.where(u[:, 3] < 0.5, -1.0, 1.0).astype(x.dtype)[:, None, None]
+  return 0.5 + xp.einsum('nij,nhwj->nhwi', sign * rotation.astype(x.dtype), x - 0.5)
+
+
 def _gaussian_blur(x, sigma, xp):
   """Separable Gaussian blur with a per-image sigma [N] (pixels), as two matrix products."""
   size = x.shape[1]
@@ -193,7 +213,8 @@ def _gaussian_blur(x, sigma, xp):
 
 
 def photometric(images, u, config, xp=np):
-  """SimCLR-style colour jitter, grayscale, blur, solarise, invert on float images in [0, 1].
+  """Colour rotation, SimCLR-style colour jitter, grayscale, blur, solarise, invert on float
+  images in [0, 1].
 
   images: [N, S, S, 3] (square); u: [N, NUM_DRAWS] uniforms in [0, 1).
   """
@@ -204,7 +225,11 @@ def photometric(images, u, config, xp=np):
   def factor(strength, draw):
     return xp.where(jitter, 1.0 + strength * (2.0 * draw - 1.0), 1.0)[:, None, None, None]
 
-  x = images * factor(config.brightness, u[:, 1])
+  x = images
+  if config.rotate_prob > 0:
+    rotate = (u[:, 10] < config.rotate_prob)[:, None, None, None]
+    x = xp.where(rotate, xp.clip(_rotate_colours(x, u[:, 11:15], xp), 0.0, 1.0), x)
+  x = x * factor(config.brightness, u[:, 1])
   mean = xp.mean(_luma(x, xp), axis=(1, 2, 3), keepdims=True)
   x = (x - mean) * factor(config.contrast, u[:, 2]) + mean
   gray = _luma(x, xp)
@@ -261,6 +286,7 @@ def check_config(data_config):
   require(0 < crop.ratio[0] <= crop.ratio[1],
           f'config.data.crop.ratio must satisfy 0 < low <= high, got {tuple(crop.ratio)}')
   photometric = data_config.photometric
-  for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob', 'invert_prob'):
+  for name in ('jitter_prob', 'grayscale_prob', 'blur_prob', 'solarize_prob', 'invert_prob',
+               'rotate_prob'):
     require(0 <= photometric[name] <= 1,
             f'config.data.photometric.{name} must be in [0, 1], got {photometric[name]}')
