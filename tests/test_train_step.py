@@ -88,6 +88,17 @@ def test_zero_init_residual_sets_last_block_scales(zero_init_residual):
   np.testing.assert_array_equal(params['stem_bn']['scale'], 1.0)
 
 
+def test_encoder_feature_map_pools_to_the_feature():
+  config = npair.get_config('smoke')
+  encoder = build_model(config).encoder
+  images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+  variables = encoder.init(jax.random.PRNGKey(0), images, train=False)
+  feature_map = encoder.apply(variables, images, train=False, pooled=False)
+  assert feature_map.shape[:3] == (2, 4, 4)  # CIFAR stem: 32 px / 8.
+  np.testing.assert_allclose(feature_map.mean(axis=(1, 2)),
+                             encoder.apply(variables, images, train=False), rtol=1e-5)
+
+
 def test_bfloat16_step_agrees_with_float32():
   """Mixed precision: bf16 convolutions and matmuls, float32 parameters, optimiser state,
   BatchNorm statistics and loss. Two steps agree with float32 to bf16's precision (8 bits

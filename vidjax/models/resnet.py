@@ -59,7 +59,8 @@ class BottleneckBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """Images [N, H, W, C] (already normalised) -> pooled features [N, C_out]."""
+  """Images [N, H, W, C] (already normalised) -> pooled features [N, C_out], or with
+  pooled=False the last feature map [N, H / downsampling, W / downsampling, C_out]."""
   stage_sizes: Sequence[int]
   bottleneck: bool = False
   width: float = 1.0
@@ -68,7 +69,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, pooled: bool = True):
     base = max(8, int(64 * self.width))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
@@ -85,7 +86,8 @@ class ResNet(nn.Module):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype)(x, train)
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = x.astype(jnp.float32)
+    return jnp.mean(x, axis=(1, 2)) if pooled else x
 
 
 # config.model.dtype -> the computation dtype.
