@@ -37,8 +37,9 @@ def main(argv):
   images = crops.images.astype(np.float32) / 255
   rng = np.random.default_rng(0)
   rows = [images] + [
-      augment.photometric(images, rng.random((len(images), augment.NUM_DRAWS),
-                                             dtype=np.float32), config.data.photometric)
+      augment.photometric(images, rng.random(
+          (len(images), augment.num_draws(config.data.photometric)), dtype=np.float32),
+          config.data.photometric)
       for _ in range(_DRAWS.value)]
   grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows])
   picture = Image.fromarray(np.round(grid * 255).astype(np.uint8))

@@ -94,7 +94,8 @@ def motion_sample(rng, source, video: int, config, grid: int):
 def train_step(state, images, masks, video_id, rng, *, model, tx, config):
   batch_size, num_views = images.shape[:2]
   x = images.reshape((-1,) + images.shape[2:]).astype(jnp.float32) / 255
-  draws = jax.random.uniform(rng, (x.shape[0], augment.NUM_DRAWS))
+  draws = jax.random.uniform(rng, (x.shape[0],
+                                     augment.num_draws(config.data.photometric)))
   x = augment.photometric(x, draws, config.data.photometric, xp=jnp)
 
   def loss_fn(params):

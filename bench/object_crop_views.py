@@ -144,7 +144,8 @@ def view_cosine(model, state, batch, config, rng) -> tuple:
   views = np.asarray(batch['views'], np.float32) / 255
   shape = views.shape
   images = views.reshape((-1,) + shape[2:])
-  draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
+  draws = jax.random.uniform(
+        rng, (images.shape[0], augment.num_draws(config.data.photometric)))
   images = augment.photometric(images, draws, config.data.photometric, xp=jnp)
   outputs, _ = step.apply_to_views(
       model, {'params': state['params'], 'batch_stats': state['batch_stats']},

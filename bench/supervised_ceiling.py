@@ -70,7 +70,8 @@ def make_supervised_step(model, config, num_classes: int, schedule):
                      optax.sgd(schedule, momentum=0.9))
 
   def loss_fn(params, batch_stats, images, labels, rng):
-    draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
+    draws = jax.random.uniform(
+        rng, (images.shape[0], augment.num_draws(config.data.photometric)))
     x = images.astype(jnp.float32) / 255
     if _PHOTOMETRIC.value:
       x = augment.photometric(x, draws, config.data.photometric, xp=jnp)

@@ -67,7 +67,7 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   images = views.reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
   photometric_config = config.data.photometric
   if photometric_config.on_device:
-    draws = jax.random.uniform(rng, (images.shape[0], augment.NUM_DRAWS))
+    draws = jax.random.uniform(rng, (images.shape[0], augment.num_draws(photometric_config)))
     images = augment.photometric(images, draws, photometric_config, xp=jnp)
 
   def loss_fn(params):

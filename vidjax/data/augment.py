@@ -24,8 +24,15 @@ ANCHORS = ('motion', 'uniform')
 
 # u[:, i] drives: jitter on/off, brightness, contrast, saturation, hue, grayscale on/off,
 # blur on/off, blur sigma, solarise on/off, invert on/off, colour rotation on/off, its
-# rotation (3: a uniform unit quaternion) and its reflection on/off.
+# rotation (3: a uniform unit quaternion) and its reflection on/off. Without colour rotation
+# only the first 10 are drawn, so runs without it see the augmentation they always saw.
 NUM_DRAWS = 15
+_DRAWS_WITHOUT_ROTATION = 10
+
+
+def num_draws(photometric_config) -> int:
+  """How many uniforms per image `photometric` needs under this config."""
+  return NUM_DRAWS if photometric_config.rotate_prob > 0 else _DRAWS_WITHOUT_ROTATION
 _LUMA = (0.299, 0.587, 0.114)
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
@@ -216,7 +223,7 @@ def photometric(images, u, config, xp=np):
   """Colour rotation, SimCLR-style colour jitter, grayscale, blur, solarise, invert on float
   images in [0, 1].
 
-  images: [N, S, S, 3] (square); u: [N, NUM_DRAWS] uniforms in [0, 1).
+  images: [N, S, S, 3] (square); u: [N, num_draws(config)] uniforms in [0, 1).
   """
   dtype = images.dtype
   u = u.astype(dtype)

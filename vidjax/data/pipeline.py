@@ -79,7 +79,8 @@ class MakeSample:
     views, negatives = augment.crop_views(rng, frames, self.crop, self.image_size, backdrop,
                                           far)
     if not self.photometric.on_device:
-      draws = rng.random((len(views) + len(negatives), augment.NUM_DRAWS), dtype=np.float32)
+      draws = rng.random((len(views) + len(negatives), augment.num_draws(self.photometric)),
+                         dtype=np.float32)
       both = augment.photometric_uint8(np.concatenate([views, negatives]), draws,
                                        self.photometric)
       views, negatives = both[:len(views)], both[len(views):]
