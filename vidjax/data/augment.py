@@ -33,6 +33,8 @@ _DRAWS_WITHOUT_ROTATION = 10
 def num_draws(photometric_config) -> int:
   """How many uniforms per image `photometric` needs under this config."""
   return NUM_DRAWS if photometric_config.rotate_prob > 0 else _DRAWS_WITHOUT_ROTATION
+
+
 _LUMA = (0.299, 0.587, 0.114)
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)  # Exact inverse: no hue shift means no change.
