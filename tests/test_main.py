@@ -117,7 +117,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path
 
 @pytest.mark.parametrize('section, field, value', [
     ('crop', 'jitter', 0.7), ('photometric', 'invert_prob', 1.5), ('crop', 'swap_prob', 1.5),
-    ('pairs', 'far_radius', 0)])
+    ('pairs', 'far_radius', 0), ('photometric', 'rotate_prob', -0.1)])
 def test_view_options_out_of_range_fail_before_compute(section, field, value, tmp_path):
   config = simsiam.get_config('smoke')
   config.data[section][field] = value
@@ -134,6 +134,8 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
     (dict(data=dict(crop=dict(negatives=1))), 'simsiam has no negatives'),
     (dict(loss=dict(simsiam_target='median')), "config.loss.simsiam_target: unknown 'median'"),
     (dict(loss=dict(margin=0.0)), 'config.loss.margin must be > 0'),
+    (dict(loss=dict(ifm_weight=-0.5)), r'config.loss.ifm_weight must be >= 0, got -0.5'),
+    (dict(loss=dict(ifm_epsilon=-0.1)), r'config.loss.ifm_epsilon must be >= 0, got -0.1'),
     (dict(data=dict(crop=dict(margin=(0.0, 1.0)))), 'config.data.crop.margin must satisfy'),
     (dict(method='npair', data=dict(crop=dict(negatives=-1))),
      'config.data.crop.negatives must be an integer >= 0'),
