@@ -14,6 +14,7 @@ from PIL import Image
 
 from configs import npair
 from vidjax import parallel, train, workdir
+from vidjax.data import hog
 from vidjax.evaluate import __main__ as evaluate_cli
 from vidjax.errors import ConfigError
 from vidjax.evaluate import datasets, encoders, export, knn, protocol
@@ -37,7 +38,7 @@ def trained_workdir(tmp_path_factory):
   return workdir
 
 
-def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
+def test_all_four_encoders_on_the_synthetic_world(trained_workdir):
   config = workdir.load_config(str(trained_workdir))
   support = datasets.open_labelled('synthetic', 'support', config, '--support')
   query = datasets.open_labelled('synthetic', 'query', config, '--query')
@@ -61,8 +62,13 @@ def test_all_three_encoders_on_the_synthetic_world(trained_workdir):
                                    'class': query.class_names[query.labels[0]]}
   assert 'checkpoint' in results[0]['encoder'] and 'random' in results[1]['encoder']
   assert results[2]['knn']['1']['top1'] != results[1]['knn']['1']['top1']
+  assert results[3]['encoder'].startswith('HOG (324 values')
+  hog_query = np.load(trained_workdir / 'eval' / 'hog' / 'embeddings' / 'query.npy')
+  expected = hog.hog(query.images(0, 8, config.image_size).astype(np.float64) / 255)
+  np.testing.assert_allclose(hog_query[:8], expected - expected.mean(axis=1, keepdims=True),
+                             atol=1e-3)
   table = protocol.table(results)
-  assert table.count('\n') == 4 and '| pixels |' in table
+  assert table.count('\n') == 5 and '| pixels |' in table and '| hog |' in table
   assert evaluate_cli.INIT_CHOICES == encoders.INITS + ('all',)  # The --init flag's choices.
 
 

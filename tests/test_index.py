@@ -146,6 +146,19 @@ def test_build_then_query_by_a_row_finds_that_row(trained_workdir, tmp_path):
   index.close()
 
 
+def test_a_hog_index_finds_a_region_by_its_own_crop(trained_workdir, tmp_path):
+  output = tmp_path / 'idx'
+  command.run(_flags(trained_workdir, output, init='hog', max_videos=2))
+  summary = build.read_summary(str(output))
+  assert summary['init'] == 'hog' and summary['dim'] == 324
+  row = next(r for r in _rows(str(output)) if r['kind'] == 'motion')
+  index = corpus.CorpusIndex(str(output))
+  box = (row['x0'], row['y0'], row['x1'], row['y1'])
+  hits = index.search(index.embed(index.frame_of(row), box), 3, window_seconds=0)
+  assert hits[0]['id'] == row['id'] and hits[0]['score'] > 0.999
+  index.close()
+
+
 def test_a_killed_build_resumes_without_re_embedding_finished_videos(
     trained_workdir, tmp_path, monkeypatch):
   monkeypatch.setattr(embedding, 'PART_SECONDS', 0.0)  # A part per video.

@@ -2,7 +2,7 @@ r"""Evaluate an encoder on labelled crops: kNN, few-shot, linear probe, retrieva
 
   python -m vidjax.evaluate --workdir=runs/simsiam
   python -m vidjax.evaluate --workdir=runs/drives --support=imagefolder:/data/crops/train --query=imagefolder:/data/crops/val
-  python -m vidjax.evaluate --workdir=runs/drives --init=all    # trained vs random init vs raw pixels
+  python -m vidjax.evaluate --workdir=runs/drives --init=all    # trained vs random init, raw pixels, HOG
 
 Loads WORKDIR/config.json and the latest checkpoint (or --checkpoint), embeds the support
 (few-shot labelled) and query (validation) sets, and writes WORKDIR/eval/<init>/:
@@ -28,7 +28,7 @@ flags.DEFINE_string('support', 'synthetic', 'Labelled support set: synthetic, '
                     'imagefolder:DIR or tfds:NAME[:SPLIT].')
 flags.DEFINE_string('query', 'synthetic', 'Labelled query set (same kinds as --support).')
 flags.DEFINE_enum('init', 'trained', INIT_CHOICES,
-                  'Encoder: the trained checkpoint, random init, raw pixels, or all three.')
+                  'Encoder: the trained checkpoint, random init, raw pixels, HOG descriptors, or all four.')
 flags.DEFINE_string('index', 'Flat', 'faiss index_factory string for the support index '
                     '(Flat = exact; e.g. IVF1024,PQ32 for large sets).')
 flags.DEFINE_list('shots', ['1', '5', '10', '20'], 'Labelled items per class for few-shot NN.')

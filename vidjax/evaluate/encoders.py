@@ -1,5 +1,7 @@
 """The encoders an evaluation compares: a trained checkpoint, the same model at random
-init, and raw pixels. Each maps a sliceable set of uint8 images to embeddings [n, D].
+init, and two that learn nothing: raw pixels and HOG descriptors (histograms of oriented
+gradients, the classic hand-made shape feature). Each maps a sliceable set of uint8 images
+to embeddings [n, D].
 """
 from pathlib import Path
 
@@ -8,9 +10,12 @@ import numpy as np
 
 from vidjax import checkpointing, models, parallel, step
 from vidjax.errors import ConfigError
+from vidjax.data import hog
 from vidjax.evaluate import embed
 
-INITS = ('trained', 'random', 'pixels')
+INITS = ('trained', 'random', 'pixels', 'hog')
+HANDMADE = ('pixels', 'hog')  # Nothing to restore, nothing to run on the devices.
+_HOG_CHUNK = 1024  # Images per HOG call: its per-pixel votes take 36 floats per pixel.
 
 
 def flat_centred(items) -> np.ndarray:
@@ -19,10 +24,23 @@ def flat_centred(items) -> np.ndarray:
   return flat - flat.mean(axis=1, keepdims=True)
 
 
+def hog_descriptors(rows) -> np.ndarray:
+  """HOG descriptors [n, D] of uint8 images, mean-centred like the pixels."""
+  return flat_centred(np.concatenate([
+      hog.hog(np.asarray(rows[start:start + _HOG_CHUNK], np.float64) / 255)
+      for start in range(0, len(rows), _HOG_CHUNK)]))
+
+
 def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
   """(images -> embeddings [n, D] numpy, description) for one --init."""
   if init == 'pixels':
     return (lambda rows: flat_centred(rows[0:len(rows)])), 'raw pixels (flattened, mean-centred)'
+  if init == 'hog':
+    try:
+      size = hog.hog_size(config.image_size)
+    except ValueError as error:
+      raise ConfigError(f'--init=hog: config.image_size={config.image_size}: {error}') from None
+    return hog_descriptors, f'HOG ({size} values: 9 orientations, 8 px cells, 2x2 blocks)'
   if init == 'trained':
     # Restored into the state's shapes alone: initialising it first would compile the
     # model's and optimiser's init, most of a command's start-up on a CPU.

@@ -30,7 +30,7 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   dict on process 0, None on the others (which only help embed)."""
   out = os.path.join(workdir, 'eval', init)
   is_chief = jax.process_index() == 0
-  if init == 'pixels' and not is_chief:
+  if init in encoders.HANDMADE and not is_chief:
     return None  # Nothing to compute together.
   encoder, description = encoders.load_encoder(config, workdir, init, mesh, options.checkpoint)
   embedded = os.path.join(out, 'embeddings')

@@ -30,8 +30,8 @@ D = command.DEFAULTS
 flags.DEFINE_string('workdir', D['workdir'], 'The run whose encoder embeds the corpus.')
 flags.DEFINE_string('checkpoint', D['checkpoint'], 'A WORKDIR/checkpoints/<step> folder '
                     '(default: the latest).')
-flags.DEFINE_enum('init', D['init'], encoders.INITS, 'Encoder: trained, random init or raw '
-                  'pixels (baselines, as in vidjax.evaluate).')
+flags.DEFINE_enum('init', D['init'], encoders.INITS, 'Encoder: trained, random init, raw '
+                  'pixels or HOG descriptors (baselines, as in vidjax.evaluate).')
 flags.DEFINE_string('corpus', D['corpus'], 'Source spec of the corpus (videos:DIR, ...).')
 flags.DEFINE_string('output', D['output'], 'The index folder to write.')
 flags.DEFINE_float('fps', D['fps'], 'Frames per second to index (0 = every frame).')
