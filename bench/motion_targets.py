@@ -9,11 +9,17 @@ binary cross-entropy, weight --mask_weight) beside the config's N-pair loss (wei
 --contrast_weight; 0 trains on the masks alone). Background texture does not tell where
 an object moves; the object's own look does. The kNN monitor is the trainer's.
 --targets=truth replaces the motion mask by the world's true object masks (an oracle: is
-a perfect mask better?).
+a perfect mask better?). --targets=hog instead predicts the HOG of the view before colour
+augmentation (vidjax/hog.py; MaskFeat's target, Wei et al. 2022, without the masking),
+weight --mask_weight: the whole descriptor from the pooled feature through an MLP (cosine
+loss; --hog_from=pooled), or each cell's histogram from its cell of the last feature map
+(squared error; --hog_from=cells).
 
   python bench/motion_targets.py --config=configs/npair.py --steps=300
   python bench/motion_targets.py --config=configs/npair.py --steps=300 --contrast_weight=0
   python bench/motion_targets.py --config=configs/npair.py --steps=300 --targets=truth
+  python bench/motion_targets.py --config=configs/npair.py --steps=300 --targets=hog \
+      --contrast_weight=0
 """
 import functools
 import os
@@ -30,7 +36,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from vidjax import losses, optim, parallel  # noqa: E402
+from vidjax import hog, losses, optim, parallel  # noqa: E402
 from vidjax.data import augment, motion, pairs  # noqa: E402
 from vidjax.data.sources import world  # noqa: E402
 from vidjax.evaluate.online import KnnMonitor  # noqa: E402
@@ -43,8 +49,12 @@ _STEPS = flags.DEFINE_integer('steps', 300, 'Training steps (the lr schedule spa
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 100, 'Steps between kNN evaluations.')
 _MASK_WEIGHT = flags.DEFINE_float('mask_weight', 1.0, 'Weight of the moving-mask loss.')
 _CONTRAST_WEIGHT = flags.DEFINE_float('contrast_weight', 1.0, 'Weight of the N-pair loss.')
-_TARGETS = flags.DEFINE_enum('targets', 'motion', ['motion', 'truth'], "The mask: what "
-                             "motion.moving_mask finds, or the world's true object masks.")
+_HOG_FROM = flags.DEFINE_enum('hog_from', 'pooled', ['pooled', 'cells'], '--targets=hog: '
+                              'predict the whole descriptor from the pooled feature (cosine '
+                              'loss), or each cell\'s histogram from its cell of the map.')
+_TARGETS = flags.DEFINE_enum('targets', 'motion', ['motion', 'truth', 'hog'], "The target: "
+                             "what motion.moving_mask finds, the world's true object masks, "
+                             "or the view's HOG descriptor.")
 flags.mark_flags_as_required(['config'])
 
 
@@ -53,6 +63,7 @@ class MotionModel(nn.Module):
   that predicts, per cell, the share of it that moves on its own."""
   encoder: nn.Module
   projector: nn.Module
+  hog_size: int
 
   def embed(self, images):
     return self.encoder((images - _MEAN) / _STD, train=False)
@@ -62,8 +73,16 @@ class MotionModel(nn.Module):
     feature_map = self.encoder((images - _MEAN) / _STD, train=train, pooled=False)
     feature = jnp.mean(feature_map, axis=(1, 2))
     mask_logits = nn.Conv(1, (1, 1), name='mask_head')(feature_map)[..., 0]
+    if _HOG_FROM.value == 'cells':
+      hidden = nn.relu(nn.BatchNorm(use_running_average=not train, name='hog_norm')(
+          nn.Conv(256, (1, 1), use_bias=False, name='hog_hidden')(feature_map)))
+      hog_prediction = nn.Conv(9, (1, 1), name='hog_head')(hidden)
+    else:
+      hidden = nn.relu(nn.BatchNorm(use_running_average=not train, name='hog_norm')(
+          nn.Dense(512, use_bias=False, name='hog_hidden')(feature)))
+      hog_prediction = nn.Dense(self.hog_size, name='hog_head')(hidden)
     return {'feature': feature, 'z': self.projector(feature, train=train),
-            'mask_logits': mask_logits}
+            'mask_logits': mask_logits, 'hog': hog_prediction}
 
 
 def motion_sample(rng, source, video: int, config, grid: int):
@@ -71,7 +90,9 @@ def motion_sample(rng, source, video: int, config, grid: int):
   frame_idx, _ = pairs.sample_frames(rng, source.num_frames(video), config.data.pairs)
   frames = [source.frame(video, int(t)) for t in frame_idx]
   change = motion.motion_map(frames[0], frames[1])
-  if _TARGETS.value == 'truth':
+  if _TARGETS.value == 'hog':
+    frame_masks = [np.zeros(frames[0].shape[:2], np.float32)] * len(frames)
+  elif _TARGETS.value == 'truth':
     frame_masks = [true_objects(source, video, int(t)).astype(np.float32) for t in frame_idx]
   else:
     frame_masks = [motion.moving_mask(*change, frames[0].shape[:2])] * len(frames)
@@ -94,6 +115,13 @@ def motion_sample(rng, source, video: int, config, grid: int):
 def train_step(state, images, masks, video_id, rng, *, model, tx, config):
   batch_size, num_views = images.shape[:2]
   x = images.reshape((-1,) + images.shape[2:]).astype(jnp.float32) / 255
+  if _HOG_FROM.value == 'cells':
+    cells = hog.cell_histograms(x, cell=x.shape[1] // masks.shape[-1], xp=jnp)
+    hog_target = cells / jnp.sqrt(
+        jnp.mean(jnp.sum(cells ** 2, -1), axis=(1, 2))[:, None, None, None] + 1e-6)
+  else:
+    hog_target = hog.hog(x, xp=jnp)
+    hog_target -= jnp.mean(hog_target, axis=-1, keepdims=True)  # as --init=hog embeds it
   draws = jax.random.uniform(rng, (x.shape[0],
                                      augment.num_draws(config.data.photometric)))
   x = augment.photometric(x, draws, config.data.photometric, xp=jnp)
@@ -103,8 +131,14 @@ def train_step(state, images, masks, video_id, rng, *, model, tx, config):
                                    train=True, mutable=['batch_stats'])
     contrast = losses.info_nce_loss(outputs['z'].reshape(batch_size, num_views, -1),
                                     video_id, config.loss.temperature)
-    mask_loss = optax.sigmoid_binary_cross_entropy(
-        outputs['mask_logits'], masks.reshape(outputs['mask_logits'].shape)).mean()
+    if _TARGETS.value == 'hog' and _HOG_FROM.value == 'cells':
+      mask_loss = jnp.mean(jnp.sum((outputs['hog'] - hog_target) ** 2, axis=-1))
+    elif _TARGETS.value == 'hog':
+      mask_loss = 1 - jnp.mean(jnp.sum(losses.l2_normalize(outputs['hog'])
+                                       * losses.l2_normalize(hog_target), axis=-1))
+    else:
+      mask_loss = optax.sigmoid_binary_cross_entropy(
+          outputs['mask_logits'], masks.reshape(outputs['mask_logits'].shape)).mean()
     loss = _CONTRAST_WEIGHT.value * contrast + _MASK_WEIGHT.value * mask_loss
     return loss, (contrast, mask_loss, updates['batch_stats'])
 
@@ -121,7 +155,8 @@ def main(argv):
   config = _CONFIG.value
   config.total_steps = _STEPS.value
   ssl = build_model(config)
-  model = MotionModel(encoder=ssl.encoder, projector=ssl.projector)
+  model = MotionModel(encoder=ssl.encoder, projector=ssl.projector,
+                      hog_size=hog.hog_size(config.image_size))
   grid = config.image_size // downsampling(config.model.name, config.model.cifar_stem)
   source = world.SyntheticWorld(config.synthetic.seed, 'train', config.synthetic.num_videos,
                                 frame_size=config.synthetic.frame_size)

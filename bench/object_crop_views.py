@@ -14,7 +14,10 @@ Other oracles, from ground-truth object tracks (crops of one object at 16 times 
 video): --pairing=times pairs crops of one object at least --min_gap frames apart (it has
 moved, turned and is seen over other background); --batches=video draws 4 objects per video
 and --batches=photo objects over 2 photographs only, so that the negatives share the
-positives' background and matching backgrounds cannot tell them apart.
+positives' background and matching backgrounds cannot tell them apart. --pairing=hog pairs,
+for --hog_share of the samples (after --hog_after steps), an object crop with its nearest
+crop from another video by HOG descriptor (vidjax/hog.py): positives across instances,
+mined without labels.
 
   python bench/object_crop_views.py --config=configs/npair.py --steps=300
   python bench/object_crop_views.py --config=configs/simsiam.py --steps=300 \
@@ -23,6 +26,7 @@ positives' background and matching backgrounds cannot tell them apart.
       --init_encoder=runs/npair/checkpoints/600
   python bench/object_crop_views.py --config=configs/npair.py --steps=300 --pairing=times
   python bench/object_crop_views.py --config=configs/npair.py --steps=300 --batches=photo
+  python bench/object_crop_views.py --config=configs/npair.py --steps=300 --pairing=hog
 """
 import os
 import sys
@@ -36,7 +40,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from vidjax import losses, parallel, step, workdir as runs  # noqa: E402
+from vidjax import hog, losses, parallel, step, workdir as runs  # noqa: E402
 from vidjax.data import augment  # noqa: E402
 from vidjax.data.sources import world, world_crops  # noqa: E402
 from vidjax.errors import ConfigError  # noqa: E402
@@ -51,8 +55,13 @@ _EVAL_EVERY = flags.DEFINE_integer('eval_every', 100, 'Steps between kNN evaluat
 _INIT_ENCODER = flags.DEFINE_string(
     'init_encoder', '', 'A checkpoint folder (WORKDIR/checkpoints/<step>) of a run with the '
     'same encoder: training starts from its encoder parameters and BatchNorm statistics.')
-_PAIRING = flags.DEFINE_enum('pairing', 'same', ['same', 'times'], 'Positives: two crops of '
-                             'one object crop, or of one object at two times (tracks).')
+_PAIRING = flags.DEFINE_enum('pairing', 'same', ['same', 'times', 'hog'], 'Positives: two '
+                             'crops of one object crop, of one object at two times (tracks), '
+                             "or of an object crop and its HOG look-alike from another video.")
+_HOG_SHARE = flags.DEFINE_float('hog_share', 0.5, '--pairing=hog: share of the samples whose '
+                                'second view is the look-alike.')
+_HOG_AFTER = flags.DEFINE_integer('hog_after', 0, '--pairing=hog: steps of same-crop pairs '
+                                  'before the look-alikes join.')
 _MIN_GAP = flags.DEFINE_integer('min_gap', 16, '--pairing=times: frames between the two.')
 _BATCHES = flags.DEFINE_enum('batches', 'any', ['any', 'video', 'photo'], 'Objects of a batch: '
                              'any; 4 per video; or over 2 photographs only (tracks).')
@@ -68,11 +77,30 @@ _VIEW_CROPS = ml_collections.ConfigDict(dict(
     margin=(1.1, 1.6)))
 
 
-def oracle_batch(rng, crops, batch_size: int, image_size: int):
-  """A training batch whose K=2 views are random-resized crops of one object crop each."""
+def hog_partners(crops) -> np.ndarray:
+  """Per crop, the index of its nearest crop from another video by HOG (cosine of centred
+  descriptors); prints how often it shares the category and the photograph."""
+  features = encoders.flat_centred(hog.hog(crops.images / 255.0))
+  features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-12
+  similarity = features @ features.T
+  similarity[crops.videos[:, None] == crops.videos[None, :]] = -np.inf
+  partner = np.argmax(similarity, axis=1)
+  contexts = np.array(crops.contexts)
+  print(f'HOG look-alikes: same category {np.mean(crops.labels[partner] == crops.labels):.3f}, '
+        f'same photograph {np.mean(contexts[partner] == contexts):.3f}', flush=True)
+  return partner
+
+
+def oracle_batch(rng, crops, batch_size: int, image_size: int, partner=None,
+                 share: float = 0.0):
+  """A training batch whose K=2 views are random-resized crops of one object crop each, or,
+  for a --hog_share of them, of an object crop and its partner crop."""
   index = rng.choice(len(crops), batch_size, replace=False)
-  views = np.stack([augment.crop_views(rng, [crops[i], crops[i]], _VIEW_CROPS, image_size)[0]
-                    for i in index])
+  second = index
+  if partner is not None:
+    second = np.where(rng.random(batch_size) < share, partner[index], index)
+  views = np.stack([augment.crop_views(rng, [crops[i], crops[j]], _VIEW_CROPS, image_size)[0]
+                    for i, j in zip(index, second)])
   zeros = np.zeros((batch_size, 2), np.int32)
   # Each object instance is its own "video": no two samples are positives of each other.
   return {'views': views, 'video_id': index.astype(np.int32), 'frame_idx': zeros, 'dt': zeros}
@@ -193,18 +221,22 @@ def main(argv):
   # The oracle batches below are uint8 crops: colour augmentation has to happen in the step.
   config.data.photometric.on_device = True
   started = time.perf_counter()
-  if _PAIRING.value == 'same' and _BATCHES.value == 'any':
-    crops = world_crops.labelled_crops(
+  if _PAIRING.value in ('same', 'hog') and _BATCHES.value == 'any':
+    labelled = world_crops.labelled_crops(
         seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
         crop_size=round(config.image_size * _CROP_ZOOM),
-        frame_size=config.synthetic.frame_size).images
-    count = len(crops)
-    make_batch = lambda rng: oracle_batch(rng, crops, config.batch_size, config.image_size)
+        frame_size=config.synthetic.frame_size)
+    crops, count = labelled.images, len(labelled)
+    partner = hog_partners(labelled) if _PAIRING.value == 'hog' else None
+    make_batch = lambda rng, step_number=0: oracle_batch(
+        rng, crops, config.batch_size, config.image_size, partner,
+        _HOG_SHARE.value if step_number >= _HOG_AFTER.value else 0.0)
   else:
     tracks = TrackBatches(config, _TRACK_VIDEOS.value)
     count = len(tracks)
-    make_batch = lambda rng: tracks(rng, config.batch_size, config.image_size, _PAIRING.value,
-                                    _BATCHES.value, _MIN_GAP.value)
+    make_batch = lambda rng, step_number=0: tracks(
+        rng, config.batch_size, config.image_size, _PAIRING.value, _BATCHES.value,
+        _MIN_GAP.value)
   print(f'{count} training objects in {time.perf_counter() - started:.1f} s', flush=True)
   if config.batch_size > count:
     sys.exit(f'error: --config.batch_size={config.batch_size} exceeds the {count} objects; '
@@ -222,7 +254,7 @@ def main(argv):
   print(f"step 0 | knn_top1 {monitor(state)['knn_top1']:.3f} | view cosine of z: same object "
         f"{same:.3f}, different objects {different:.3f}", flush=True)
   for step_number in range(1, config.total_steps + 1):
-    batch = make_batch(rng)
+    batch = make_batch(rng, step_number)
     state, metrics = step_fn(state, parallel.to_global(batch, mesh),
                              jax.random.PRNGKey(step_number))
     if step_number % _EVAL_EVERY.value == 0 or step_number == config.total_steps:

@@ -1,4 +1,5 @@
-"""bench/object_crop_views.py --init_encoder: another run's encoder, or one clear error."""
+"""bench/object_crop_views.py: --init_encoder (another run's encoder, or one clear error) and
+the HOG look-alikes of --pairing=hog."""
 import importlib.util
 import os
 
@@ -8,6 +9,7 @@ import pytest
 
 from configs import npair, simsiam
 from vidjax import parallel, step, train
+from vidjax.data.sources import world_crops
 
 _BENCH = os.path.join(os.path.dirname(__file__), '..', 'bench', 'object_crop_views.py')
 
@@ -58,3 +60,12 @@ def test_bad_init_encoder_is_one_error(bench, npair_checkpoint, tmp_path):
     bench.with_encoder_of(state, str(checkpoint), mesh)
   with pytest.raises(SystemExit, match=r'--init_encoder=.*no config.json'):
     bench.with_encoder_of(state, str(tmp_path / 'checkpoints' / '2'), mesh)
+
+
+def test_hog_look_alikes_come_from_other_videos_and_share_categories(bench):
+  crops = world_crops.labelled_crops(split='train', per_class=12, crop_size=32)
+  partner = bench.hog_partners(crops)
+  assert partner.shape == (len(crops),)
+  assert np.all(crops.videos[partner] != crops.videos)
+  # HOG finds the category far more often than chance (0.1) even among 120 crops.
+  assert np.mean(crops.labels[partner] == crops.labels) > 0.3

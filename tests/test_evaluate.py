@@ -13,8 +13,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import npair
-from vidjax import parallel, train, workdir
-from vidjax.data import hog
+from vidjax import hog, parallel, train, workdir
 from vidjax.evaluate import __main__ as evaluate_cli
 from vidjax.errors import ConfigError
 from vidjax.evaluate import datasets, encoders, export, knn, protocol

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.feature import hog as skimage_hog
 
-from vidjax.data import hog
+from vidjax import hog
 
 
 def _images():

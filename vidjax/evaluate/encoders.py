@@ -8,9 +8,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vidjax import checkpointing, models, parallel, step
+from vidjax import checkpointing, hog, models, parallel, step
 from vidjax.errors import ConfigError
-from vidjax.data import hog
 from vidjax.evaluate import embed
 
 INITS = ('trained', 'random', 'pixels', 'hog')

@@ -23,10 +23,9 @@ def _gradients(images, xp):
   return g_row, g_col
 
 
-def cell_histograms(images, cell: int = 8, orientations: int = 9, xp=np):
-  """Orientation histograms [N, H // cell, W // cell, orientations] of [N, H, W, C] images:
-  the gradient magnitude of each pixel (strongest channel) voted into its unsigned
-  orientation's bin, averaged over the cell."""
+def orientation_votes(images, orientations: int = 9, xp=np):
+  """[N, H, W, orientations] of [N, H, W, C] images: each pixel's gradient magnitude (of
+  its strongest channel) in the bin of its unsigned orientation, zero in the others."""
   g_row, g_col = _gradients(images, xp)
   magnitude = xp.hypot(g_row, g_col)
   strongest = xp.argmax(magnitude, axis=-1)[..., None]
@@ -37,11 +36,16 @@ def cell_histograms(images, cell: int = 8, orientations: int = 9, xp=np):
   # A leftward gradient is 180 degrees, the same orientation as 0; float32 rounding can
   # leave it just under 180, in the last bin instead of the first.
   degrees = xp.where(degrees > 180.0 - 1e-3, degrees - 180.0, degrees)
-  width = 180.0 / orientations
-  bins = xp.minimum(xp.floor(degrees / width), orientations - 1).astype(np.int32)
-  votes = magnitude[..., None] * (bins[..., None] == xp.arange(orientations))
-  num, height, width_px = images.shape[:3]
-  rows, cols = height // cell, width_px // cell
+  bins = xp.minimum(xp.floor(degrees / (180.0 / orientations)), orientations - 1)
+  return magnitude[..., None] * (bins[..., None] == xp.arange(orientations))
+
+
+def cell_histograms(images, cell: int = 8, orientations: int = 9, xp=np):
+  """Orientation histograms [N, H // cell, W // cell, orientations] of [N, H, W, C] images:
+  orientation_votes averaged over each cell."""
+  votes = orientation_votes(images, orientations, xp)
+  num, height, width = images.shape[:3]
+  rows, cols = height // cell, width // cell
   votes = votes[:, :rows * cell, :cols * cell]
   votes = votes.reshape(num, rows, cell, cols, cell, orientations)
   return votes.mean(axis=(2, 4))
