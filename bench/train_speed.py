@@ -57,8 +57,11 @@ def peak_tflops(device, dtype: str):
   return None
 
 
-def make_config(method: str, setup: str, batch: int, dtype: str, workers: int):
+def make_config(method: str, setup: str, batch: int, dtype: str, workers: int,
+                rgb_stem: bool = False):
   config = (simsiam if method == 'simsiam' else npair).get_config()
+  # bench/torch_reference.py has no gradient stem: compare like with like.
+  config.model.gradient_stem = config.model.gradient_stem and not rgb_stem
   overrides, _, _ = SETUPS[setup]
   overrides = dict(overrides)
   config.image_size = overrides.pop('image_size', config.image_size)
@@ -87,7 +90,7 @@ def timed_steps(step_fn, state, batches, steps: int):
 
 
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
-  config = make_config(method, setup, batch, dtype, f.workers)
+  config = make_config(method, setup, batch, dtype, f.workers, rgb_stem=f.compare)
   mesh = parallel.make_mesh()
   _, state, step_fn = step.make_state_and_step(config, mesh)
   resident = parallel.to_global(random_batch(config, np.random.default_rng(0)), mesh)

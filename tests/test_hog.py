@@ -1,10 +1,13 @@
-"""HOG descriptors against scikit-image's."""
+"""HOG descriptors against scikit-image's, and the encoder's gradient stem."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from skimage.feature import hog as skimage_hog
 
+from configs import npair
 from vidjax import hog
+from vidjax.models import build_model, resnet
 
 
 def _images():
@@ -45,3 +48,24 @@ def test_hog_sees_chroma_edges_and_ignores_colour():
 def test_hog_size_rejects_too_small_images():
   with pytest.raises(ValueError, match='12 px images hold no 2x2 block'):
     hog.hog_size(12)
+
+
+def test_gradient_stem_keeps_edges_and_drops_colour_contrast_and_inversion():
+  images = jnp.asarray(_images(), jnp.float32)
+  stem = resnet.oriented_gradients(images)
+  assert stem.shape == images.shape[:3] + (9,)
+  for changed in (images[..., ::-1], 1 - images, 0.5 * images + 0.2):
+    assert float(jnp.mean(jnp.abs(resnet.oriented_gradients(changed) - stem))) < 1e-3
+  # The vertical stripes vote into the 0-degree orientation only.
+  assert float(stem[4, 8:24, 8:24, 0].min()) > 0 and float(stem[4, ..., 1:].max()) == 0
+
+
+def test_encoder_with_the_gradient_stem():
+  config = npair.get_config('smoke')
+  config.model.gradient_stem = True
+  model = build_model(config)
+  images = jnp.asarray(_images(), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  stem_kernel = variables['params']['encoder']['stem_conv']['kernel']
+  assert stem_kernel.shape[2] == 9  # Orientations in, not RGB.
+  assert model.apply(variables, images, train=False)['feature'].shape[0] == len(images)

@@ -39,7 +39,8 @@ def test_four_devices_equal_one(config_module, bn_per_view):
     batch['negatives'] = rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8)
   state4, metrics4 = _one_step(config, parallel.make_mesh(), batch)
   state1, metrics1 = _one_step(config, parallel.make_mesh(jax.devices()[:1]), batch)
-  np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5)
+  # atol: a loss near 0 (SimSiam's can be) leaves float noise no room under rtol alone.
+  np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5, atol=1e-7)
   for name in ('params', 'batch_stats', 'opt_state'):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
                  state4[name], state1[name])

@@ -10,6 +10,7 @@ def build_model(config) -> SSLModel:
   dtype = DTYPES[config.model.dtype]
   encoder = ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
                    width=config.model.width, cifar_stem=config.model.cifar_stem,
+                   gradient_stem=config.model.gradient_stem,
                    zero_init_residual=config.model.zero_init_residual, dtype=dtype)
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,

@@ -1,7 +1,9 @@
 """ResNet encoders in Flax Linen, after flax/examples/imagenet/models.py.
 
 `cifar_stem` swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the usual
-choice for images of 32-96 px; `width` multiplies every stage's channel count. `dtype` is
+choice for images of 32-96 px; `gradient_stem` first turns the image into local histograms
+of oriented gradients (fixed, see `oriented_gradients`); `width` multiplies every stage's
+channel count. `dtype` is
 the computation dtype (bfloat16 for mixed precision): parameters stay float32, BatchNorm
 statistics are reduced in float32 (Flax's default), and the pooled features are float32.
 """
@@ -9,7 +11,28 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from vidjax import hog
+
+_ORIENTATIONS = 9
+_SMOOTH = 3  # Pixels over which the orientation votes are averaged, like a small HOG cell.
+_NORM_WINDOW = 8  # Pixels over which the gradient energy is normalised, like a HOG block.
+_NORM_EPS = 1e-4
+
+
+def oriented_gradients(x):
+  """[N, H, W, 9] local orientation histograms of normalised images [N, H, W, C]: a fixed
+  input layer with HOG's invariances (colour, contrast, light/dark inversion), so that what
+  the network builds on is edges and texture by orientation, as HOG's, rather than colour
+  and brightness, which here tell the photographs apart better than the objects."""
+  votes = jax.lax.stop_gradient(hog.orientation_votes(x.astype(jnp.float32), _ORIENTATIONS,
+                                                      xp=jnp))
+  votes = nn.avg_pool(votes, (_SMOOTH, _SMOOTH), padding='SAME')
+  energy = nn.avg_pool(jnp.sum(votes ** 2, axis=-1, keepdims=True),
+                       (_NORM_WINDOW, _NORM_WINDOW), padding='SAME')
+  return (votes / jnp.sqrt(energy + _NORM_EPS)).astype(x.dtype)
 
 
 def _last_scale_init(zero_init_residual: bool):
@@ -65,6 +88,7 @@ class ResNet(nn.Module):
   bottleneck: bool = False
   width: float = 1.0
   cifar_stem: bool = False
+  gradient_stem: bool = False
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
 
@@ -73,12 +97,18 @@ class ResNet(nn.Module):
     base = max(8, int(64 * self.width))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
+    stem_dtype = self.dtype
+    if self.gradient_stem:
+      x = oriented_gradients(x)
+      # Its inputs are all >= 0, so bfloat16 sums of their products lose the small
+      # differences the gradient lives on; one float32 convolution is cheap.
+      stem_dtype = jnp.float32
     if self.cifar_stem:
-      x = nn.Conv(base, (3, 3), use_bias=False, dtype=self.dtype, name='stem_conv')(x)
+      x = nn.Conv(base, (3, 3), use_bias=False, dtype=stem_dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
       x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=self.dtype, name='stem_conv')(x)
+                  dtype=stem_dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
     block = BottleneckBlock if self.bottleneck else BasicBlock
