@@ -7,6 +7,8 @@ from skimage.feature import hog as skimage_hog
 
 from configs import npair
 from vidjax import hog
+from vidjax.errors import ConfigError
+from vidjax.evaluate import encoders
 from vidjax.models import build_model, resnet
 
 
@@ -69,3 +71,11 @@ def test_encoder_with_the_gradient_stem():
   stem_kernel = variables['params']['encoder']['stem_conv']['kernel']
   assert stem_kernel.shape[2] == 9  # Orientations in, not RGB.
   assert model.apply(variables, images, train=False)['feature'].shape[0] == len(images)
+
+
+def test_hog_baseline_on_too_small_images_is_one_error():
+  config = npair.get_config('smoke')
+  config.image_size = 12
+  with pytest.raises(ConfigError, match=r'--init=hog: config.image_size=12: 12 px images hold '
+                                        'no 2x2 block'):
+    encoders.load_encoder(config, '', 'hog', mesh=None)
