@@ -148,6 +148,17 @@ def test_fastsiam_target_is_the_mean_of_the_other_views():
                              losses.simsiam_loss(p[:, :2], z[:, :2], 'pairs'), rtol=1e-6)
 
 
+def test_hog_prediction_loss_is_the_mean_cosine_distance():
+  rng = np.random.default_rng(8)
+  prediction, target = rng.normal(size=(6, 36)), rng.normal(size=(6, 36))
+  expected = 1 - np.mean([_cos(a, b) for a, b in zip(prediction, target)])
+  np.testing.assert_allclose(losses.hog_prediction_loss(prediction, target), expected,
+                             rtol=1e-5)
+  # Blind to the scale of either side: only the direction of the descriptor matters.
+  np.testing.assert_allclose(losses.hog_prediction_loss(3 * prediction, target / 7),
+                             expected, rtol=1e-5)
+
+
 def _triplet_numpy(z, video_id, margin, negatives):
   batch, views, dim = z.shape
   z, negatives = _normalize(z), _normalize(negatives)

@@ -16,13 +16,14 @@ def _one_step(config, mesh, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize('config_module,bn_per_view',
-                         [(simsiam, False), (npair, False), (barlow, False), (simsiam, True),
-                          (tcn, False)])
-def test_four_devices_equal_one(config_module, bn_per_view):
+@pytest.mark.parametrize('config_module,bn_per_view,hog_weight',
+                         [(simsiam, False, 0.0), (npair, False, 0.0), (barlow, False, 0.0),
+                          (simsiam, True, 0.0), (tcn, False, 0.0), (simsiam, True, 1.0)])
+def test_four_devices_equal_one(config_module, bn_per_view, hog_weight):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
   config.model.bn_per_view = bn_per_view
+  config.loss.hog_weight = hog_weight
   config.optim.warmup_steps = 0  # A non-zero learning rate from the first step.
   # Solarising is a step function of the pixel: a rounding difference in the colour jitter
   # before it (reductions ordered differently over 4 devices) can flip a pixel across the
@@ -51,6 +52,11 @@ def test_four_devices_equal_one(config_module, bn_per_view):
   changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), state1['params'],
                                          initial))
   assert sum(changed) > len(changed) // 2
+  if hog_weight:  # The HOG head is trained, and its loss is a cosine distance.
+    assert 'hog_head' in initial and 0 < metrics1['hog_loss'] < 2
+    np.testing.assert_allclose(metrics4['hog_loss'], metrics1['hog_loss'], rtol=1e-5)
+    assert not np.allclose(state1['params']['hog_head']['Dense_1']['kernel'],
+                           initial['hog_head']['Dense_1']['kernel'])
 
 
 @pytest.mark.parametrize('bn_per_view', [False, True])

@@ -132,6 +132,13 @@ def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   return total / num_pairs
 
 
+def hog_prediction_loss(prediction, target):
+  """1 - mean cosine of predicted [N, D] and actual [N, D] HOG descriptors (MaskFeat's
+  target, Wei et al. 2022, here without masking and with a cosine rather than a squared
+  error: the descriptor's scale says how much texture a view has, not what it is)."""
+  return 1 - jnp.mean(jnp.sum(l2_normalize(prediction) * l2_normalize(target), axis=-1))
+
+
 def _simsiam(outputs, video_id, loss_config, negatives=None):
   return simsiam_loss(outputs['p'], outputs['z'], loss_config.simsiam_target)
 
@@ -182,6 +189,8 @@ def check_config(config):
     require(not value or config.method in USES_NEGATIVES,
             f'config.data.{name}={value}: {config.method} has no negatives; only '
             f'{", ".join(USES_NEGATIVES)} use them')
+  require(config.loss.hog_weight >= 0,
+          f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
   require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
   require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0,
           'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor)')

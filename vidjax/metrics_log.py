@@ -107,7 +107,7 @@ def print_progress(step: int, total_steps: int, metrics: dict, steps_per_sec: fl
     return
   eta = (total_steps - step) / steps_per_sec if steps_per_sec > 0 else float('nan')
   parts = [f'step {step}/{total_steps}']
-  parts += [f'{k} {metrics[k]:.4g}' for k in ('loss', 'knn_top1', 'context_match',
+  parts += [f'{k} {metrics[k]:.4g}' for k in ('loss', 'hog_loss', 'knn_top1', 'context_match',
                                                'feature_rank', 'embed_std') if k in metrics]
   if 'pairs_per_sec' in metrics:
     parts.append(f"{metrics['pairs_per_sec']:.0f} pairs/s")

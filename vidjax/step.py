@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vidjax import losses, optim, parallel
+from vidjax import hog, losses, optim, parallel
 from vidjax.data import augment
 from vidjax.models import build_model
 
@@ -65,6 +65,11 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   if 'negatives' in batch:
     views = jnp.concatenate([views, batch['negatives']], axis=1)
   images = views.reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
+  hog_target = None
+  if config.loss.hog_weight:
+    hog_target = hog.hog(images.reshape(views.shape)[:, :num_views].reshape(
+        (-1,) + views.shape[2:]), xp=jnp)
+    hog_target -= jnp.mean(hog_target, axis=-1, keepdims=True)  # As --init=hog embeds it.
   photometric_config = config.data.photometric
   if photometric_config.on_device:
     draws = jax.random.uniform(rng, (images.shape[0], augment.num_draws(photometric_config)))
@@ -80,10 +85,15 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
       outputs = {k: v[:, :num_views] for k, v in outputs.items()}
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
                               negatives)
-    return loss, (outputs['feature'], batch_stats)
+    hog_loss = 0.0
+    if hog_target is not None:
+      hog_loss = losses.hog_prediction_loss(
+          outputs['hog'].reshape(hog_target.shape), hog_target)
+    return loss + config.loss.hog_weight * hog_loss, (outputs['feature'], batch_stats,
+                                                      hog_loss)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (features, batch_stats)), grads = grad_fn(state['params'])
+  (loss, (features, batch_stats, hog_loss)), grads = grad_fn(state['params'])
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   features = losses.l2_normalize(features).reshape(batch_size * num_views, -1)
@@ -95,6 +105,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
       'embed_std': jnp.mean(jnp.std(features, axis=0)),
       'grad_norm': optax.global_norm(grads),
   }
+  if hog_target is not None:
+    metrics['hog_loss'] = hog_loss
   new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats,
                    opt_state=opt_state)
   return new_state, metrics

@@ -1,11 +1,16 @@
 """Model construction from a config: `build_model(config)` is the one entry point."""
-from vidjax.errors import require
+from vidjax import hog
+from vidjax.errors import ConfigError, require
 from vidjax.models.heads import MLP, SSLModel
 from vidjax.models.resnet import ARCHITECTURES, DTYPES, ResNet, downsampling
 
 
+_HOG_HIDDEN_DIM = 512
+
+
 def build_model(config) -> SSLModel:
-  """Encoder from `config.model`, projector/predictor from `config.head`."""
+  """Encoder from `config.model`, projector/predictor from `config.head`, and with
+  `config.loss.hog_weight` the HOG-prediction head."""
   stage_sizes, bottleneck = ARCHITECTURES[config.model.name]
   dtype = DTYPES[config.model.dtype]
   encoder = ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
@@ -19,7 +24,12 @@ def build_model(config) -> SSLModel:
   if head.pred_hidden_dim:
     predictor = MLP(hidden_dim=head.pred_hidden_dim, output_dim=head.proj_dim, num_layers=2,
                     dtype=dtype)
-  return SSLModel(encoder=encoder, projector=projector, predictor=predictor)
+  hog_head = None
+  if config.loss.hog_weight:
+    hog_head = MLP(hidden_dim=_HOG_HIDDEN_DIM, output_dim=hog.hog_size(config.image_size),
+                   num_layers=2, dtype=dtype)
+  return SSLModel(encoder=encoder, projector=projector, predictor=predictor,
+                  hog_head=hog_head)
 
 
 def check_config(config):
@@ -34,6 +44,12 @@ def check_config(config):
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '
           f'(cifar_stem={model.cifar_stem}), which downsamples {factor}x; use >= {factor}')
+  if config.loss.hog_weight:
+    try:
+      hog.hog_size(config.image_size)
+    except ValueError as error:
+      raise ConfigError(f'config.loss.hog_weight={config.loss.hog_weight}: config.image_size='
+                        f'{config.image_size}: {error}') from None
   head = config.head
   for name in ('proj_dim', 'proj_hidden_dim', 'proj_layers'):
     require(isinstance(head[name], int) and head[name] > 0,

@@ -38,13 +38,16 @@ class MLP(nn.Module):
 
 
 class SSLModel(nn.Module):
-  """Images in [0, 1] -> {'feature': encoder output, 'z': projection, 'p': prediction}.
+  """Images in [0, 1] -> {'feature': encoder output, 'z': projection, 'p': prediction,
+  'hog': predicted HOG descriptor}.
 
-  'feature' is what evaluation and retrieval use; 'z'/'p' exist only for the training loss.
+  'feature' is what evaluation and retrieval use; 'z'/'p'/'hog' exist only for the training
+  loss ('p' with a predictor, 'hog' with a hog_head).
   """
   encoder: nn.Module
   projector: nn.Module
   predictor: Optional[nn.Module] = None
+  hog_head: Optional[nn.Module] = None
 
   def embed(self, images):
     return self.encoder((images - _MEAN) / _STD, train=False)
@@ -54,4 +57,6 @@ class SSLModel(nn.Module):
     outputs = {'feature': feature, 'z': self.projector(feature, train=train)}
     if self.predictor is not None:
       outputs['p'] = self.predictor(outputs['z'], train=train)
+    if self.hog_head is not None:
+      outputs['hog'] = self.hog_head(feature, train=train)
     return outputs
