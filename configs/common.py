@@ -12,7 +12,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = 'simsiam'  # simsiam | npair | barlow | tcn
   config.seed = 0
-  config.total_steps = 1000
+  # What a default run fits in 15 minutes on a 2-core CPU (README), at 100-120 pairs/s.
+  config.total_steps = 600
   config.batch_size = 128  # Global batch (samples); each sample holds num_positives views.
   config.image_size = 32
   config.log_every = 10
@@ -37,8 +38,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # margin: the triplet loss's (tcn), on squared distances of unit vectors (0 to 4).
   # ifm_epsilon, ifm_weight: N-pair's implicit feature modification (losses.info_nce_loss);
   # weight 0 = off.
+  # hog_weight: of an added objective, MaskFeat's target without the masking: an MLP on the
+  # pooled feature predicts each view's HOG descriptor, taken before colour augmentation
+  # (losses.hog_prediction_loss); 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
-                     margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0)
+                     margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0, hog_weight=0.0)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
   # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is
@@ -86,13 +90,15 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 scale=(0.25, 0.5), ratio=(0.75, 1.333), flip=True, swap_prob=0.0,
                 negatives=0, fit=False, margin=(1.1, 1.6)),
       # Photometric augmentation, per view; applied inside the jitted train step when
-      # on_device, else on the host by the data workers. Stronger hue/saturation/grayscale
-      # than SimCLR's: two frames of one object share its colour, which would otherwise be
-      # the easiest thing to match, and colour rarely says what an object is. Solarising
-      # half the views does the same for light and dark (docs/experiments.md).
+      # on_device, else on the host by the data workers. Stronger hue/saturation than
+      # SimCLR's: two frames of one object share its colour, which would otherwise be the
+      # easiest thing to match, and colour rarely says what an object is. No grayscale or
+      # solarising: the gradient stem is already blind to colour and to light and dark, and
+      # both erase an object's pattern where its two colours share a luminance
+      # (docs/experiments.md; the RGB stem, gradient_stem=False, wanted them at 0.5).
       photometric=dict(on_device=True, jitter_prob=0.8, brightness=0.4, contrast=0.4,
-                       saturation=0.8, hue=0.5, grayscale_prob=0.5, blur_prob=0.0,
-                       solarize_prob=0.5, invert_prob=0.0, rotate_prob=0.0),
+                       saturation=0.8, hue=0.5, grayscale_prob=0.0, blur_prob=0.0,
+                       solarize_prob=0.0, invert_prob=0.0, rotate_prob=0.0),
   )
   # The embedded synthetic video world (data.train='synthetic' and the kNN monitor).
   config.synthetic = dict(seed=0, num_videos=1000, num_frames=64, frame_size=96)

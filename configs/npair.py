@@ -12,9 +12,6 @@ def get_config(arg=None):
   config.head.update(proj_layers=2, proj_output_norm=False, pred_hidden_dim=0)
   config.head.proj_dim = min(128, config.head.proj_dim)
   config.loss.temperature = 0.1
-  # More solarised views than the shared default, which did better for N-pair
-  # (docs/experiments.md); not measured for the other two methods.
-  config.data.photometric.solarize_prob = 0.8
   # SimCLR: LARS; for small batches lr = 0.075 * sqrt(B), weight decay 1e-6.
   config.optim.update(name='lars', base_lr=0.075, lr_scaling='sqrt', weight_decay=1e-6)
   return config

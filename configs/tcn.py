@@ -18,6 +18,7 @@ def get_config(arg=None):
   config.loss.margin = 0.2
   config.data.crop.negatives = 1
   config.data.pairs.update(far_negatives=1, far_radius=16)
+  # As N-pair had with the RGB stem; not re-measured with the gradient stem.
   config.data.photometric.solarize_prob = 0.8
   # As N-pair: LARS, lr = 0.075 * sqrt(B), weight decay 1e-6.
   config.optim.update(name='lars', base_lr=0.075, lr_scaling='sqrt', weight_decay=1e-6)
