@@ -40,7 +40,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # weight 0 = off.
   # hog_weight: of an added objective, MaskFeat's target without the masking: an MLP on the
   # pooled feature predicts each view's HOG descriptor, taken before colour augmentation
-  # (losses.hog_prediction_loss); 0 = off.
+  # when that runs on the device (data.photometric.on_device; losses.hog_prediction_loss);
+  # 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
                      margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0, hog_weight=0.0)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =

@@ -42,9 +42,13 @@ def test_four_devices_equal_one(config_module, bn_per_view, hog_weight):
   state1, metrics1 = _one_step(config, parallel.make_mesh(jax.devices()[:1]), batch)
   # atol: a loss near 0 (SimSiam's can be) leaves float noise no room under rtol alone.
   np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5, atol=1e-7)
+  # atol: a BatchNorm bias's gradient sums over every pixel of the batch; summed over 4
+  # devices in another order, two steps at N-pair's learning rate leave up to ~4e-5.
   for name in ('params', 'batch_stats', 'opt_state'):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
-                 state4[name], state1[name])
+    jax.tree_util.tree_map_with_path(
+        lambda path, a, b: np.testing.assert_allclose(
+            a, b, rtol=2e-4, atol=5e-5, err_msg=name + jax.tree_util.keystr(path)),
+        state4[name], state1[name])
   # The step really changed the parameters.
   initial = jax.device_get(build_model(config).init(
       jax.random.split(jax.random.PRNGKey(0))[0],
@@ -109,7 +113,8 @@ def test_encoder_feature_map_pools_to_the_feature():
 def test_bfloat16_step_agrees_with_float32():
   """Mixed precision: bf16 convolutions and matmuls, float32 parameters, optimiser state,
   BatchNorm statistics and loss. Two steps agree with float32 to bf16's precision (8 bits
-  of mantissa, ~0.4% per rounding): loss within 1% or 0.002, and
+  of mantissa, ~0.4% per rounding): loss within 2% or 0.002 (1.3% measured for the default
+  colour augmentation, 0.45% with grayscale on half the views), and
   the parameter updates' direction (cosine over all parameters) above 0.95 (0.96 measured
   for N-pair's LARS at random init, whose 8-channel smoke convolutions round the most)."""
   config = npair.get_config('smoke')
@@ -127,7 +132,7 @@ def test_bfloat16_step_agrees_with_float32():
   for name in ('params', 'batch_stats', 'opt_state'):
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(state16[name])
                if np.issubdtype(x.dtype, np.floating)), name
-  np.testing.assert_allclose(metrics16['loss'], metrics32['loss'], rtol=1e-2, atol=2e-3)
+  np.testing.assert_allclose(metrics16['loss'], metrics32['loss'], rtol=2e-2, atol=2e-3)
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   update32 = flat(state32['params']) - flat(initial['params'])
   update16 = flat(state16['params']) - flat(initial['params'])

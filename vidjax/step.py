@@ -66,9 +66,9 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     views = jnp.concatenate([views, batch['negatives']], axis=1)
   images = views.reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
   hog_target = None
-  if config.loss.hog_weight:
-    hog_target = hog.hog(images.reshape(views.shape)[:, :num_views].reshape(
-        (-1,) + views.shape[2:]), xp=jnp)
+  if config.loss.hog_weight:  # Of the views as they arrive: before on-device colour changes.
+    hog_target = hog.hog(batch['views'].reshape((-1,) + views.shape[2:]).astype(jnp.float32)
+                         / 255, xp=jnp)
     hog_target -= jnp.mean(hog_target, axis=-1, keepdims=True)  # As --init=hog embeds it.
   photometric_config = config.data.photometric
   if photometric_config.on_device:
