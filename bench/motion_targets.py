@@ -134,8 +134,7 @@ def train_step(state, images, masks, video_id, rng, *, model, tx, config):
     if _TARGETS.value == 'hog' and _HOG_FROM.value == 'cells':
       mask_loss = jnp.mean(jnp.sum((outputs['hog'] - hog_target) ** 2, axis=-1))
     elif _TARGETS.value == 'hog':
-      mask_loss = 1 - jnp.mean(jnp.sum(losses.l2_normalize(outputs['hog'])
-                                       * losses.l2_normalize(hog_target), axis=-1))
+      mask_loss = losses.hog_prediction_loss(outputs['hog'], hog_target)
     else:
       mask_loss = optax.sigmoid_binary_cross_entropy(
           outputs['mask_logits'], masks.reshape(outputs['mask_logits'].shape)).mean()

@@ -12,7 +12,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = 'simsiam'  # simsiam | npair | barlow | tcn
   config.seed = 0
-  # What a default run fits in 15 minutes on a 2-core CPU (README), at 100-120 pairs/s.
+  # What a default run fits in 15 minutes on a 2-core CPU (README), at 100-145 pairs/s.
   config.total_steps = 600
   config.batch_size = 128  # Global batch (samples); each sample holds num_positives views.
   config.image_size = 32
