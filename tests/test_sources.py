@@ -111,6 +111,11 @@ def test_shorter_side_is_resized_for_every_source(clips, tmp_path):
   np.save(tmp_path / 'v.npy', np.zeros((3, 30, 60, 3), np.uint8))
   assert sources.open_source(f'npy:{tmp_path}', _config(frame_size=20)).frame(0, 1).shape == (
       20, 40, 3)
+  # Never enlarged: a frame_size above the shorter side keeps the frames as stored.
+  assert sources.open_source(f'npy:{tmp_path}', _config(frame_size=96)).frame(0, 1).shape == (
+      30, 60, 3)
+  assert sources.open_source(f'videos:{clips}', _config(frame_size=480)).frame(0, 3).shape == (
+      48, 64, 3)
   (tmp_path / 'f').mkdir()
   Image.new('RGB', (90, 45)).save(tmp_path / 'f' / '0.png')
   frames = sources.open_source(f'frames:{tmp_path}', _config(frame_size=15))

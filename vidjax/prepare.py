@@ -5,7 +5,7 @@ r"""Videos or frame folders -> sharded ArrayRecord files of JPEG frames plus an 
 
 Every video file under --input (any container/codec FFmpeg reads) and every folder of images
 (one video, frames in natural name order, taken at --folder_fps) is resampled to --fps,
-resized to shorter side --size and JPEG-encoded. --dedup drops a frame whose 16x16 grey
+shrunk to shorter side --size (never enlarged) and JPEG-encoded. --dedup drops a frame whose 16x16 grey
 thumbnail differs from the last kept frame's by less than that mean absolute difference (in
 [0, 1]; parked car, static camera); --keyframes_only keeps only the video's keyframes (no
 other frame is decoded). Unreadable files are skipped and named in the report.
@@ -34,7 +34,8 @@ from vidjax.metrics_log import format_duration
 flags.DEFINE_string('input', None, 'Folder of video files and/or folders of frame images.')
 flags.DEFINE_string('output', None, 'Output folder (created; a re-run resumes it).')
 flags.DEFINE_float('fps', 0.0, 'Frames per second to keep (0 = each video\'s own rate).')
-flags.DEFINE_integer('size', 160, 'Shorter side of the stored frames (0 = as decoded).')
+flags.DEFINE_integer('size', 160, 'Shorter side of the stored frames; smaller ones are '
+                     'kept as decoded (0 = always as decoded).')
 flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored frames (1-95).')
 flags.DEFINE_float('dedup', 0.0, 'Drop a frame whose grey thumbnail is within this mean '
                    'absolute difference of the last kept frame (0 = keep all; try 0.02).')

@@ -65,8 +65,10 @@ def natural_key(path: str):
 
 
 def scaled_size(height: int, width: int, frame_size):
-  """(height, width) with the shorter side frame_size (unchanged when it is 0 or None)."""
-  if not frame_size:
+  """(height, width) with the shorter side frame_size: only ever smaller (unchanged when
+  frame_size is 0 or None, or not below the shorter side), since enlarging adds pixels to
+  decode, resize and search for motion but nothing to see."""
+  if not frame_size or frame_size >= min(height, width):
     return height, width
   scale = frame_size / min(height, width)
   return max(1, round(height * scale)), max(1, round(width * scale))

@@ -137,7 +137,8 @@ class VideoFiles(base.FileSource):
 
   def __init__(self, paths, fps: float, frame_size: int, keyframes_only: bool = False):
     def probe(path):
-      return cache.cached('videos', (cache.file_stamp(path), fps, frame_size, keyframes_only),
+      return cache.cached('videos', (cache.file_stamp(path), fps, frame_size, keyframes_only,
+                                       'downscale only'),
                           lambda: _probe(path, fps, frame_size, keyframes_only))
 
     usable, skipped = base.probe_all(paths, probe)
