@@ -38,7 +38,9 @@ import torch.nn.functional as F
 # vidjax/models/resnet.py: name -> (stage sizes, bottleneck).
 ARCHITECTURES = {'resnet10': ((1, 1, 1, 1), False), 'resnet18': ((2, 2, 2, 2), False),
                  'resnet34': ((3, 4, 6, 3), False), 'resnet50': ((3, 4, 6, 3), True)}
-# configs/simsiam.py and configs/npair.py (over configs/common.py).
+# configs/simsiam.py and configs/npair.py as they were when the README's speed table was
+# measured (SimSiam with the paper's learned predictor, both solarising); kept so that the
+# comparison stays the measured one.
 METHODS = {
     'simsiam': dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, output_norm=True,
                     pred_hidden_dim=64, bn_per_view=True, optim='sgd', lr=0.05 / 256,

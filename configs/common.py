@@ -35,6 +35,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      pred_hidden_dim=0)
   # simsiam_target: 'pairs' (SimSiam: each other view's projection) or 'mean' (FastSiam:
   # the mean of the other views' projections, with num_positives > 2).
+  # rdm_sigma: SimSiam's targets, each view's batch of projections U S V^T, become
+  # U S^(1 + rdm_sigma) V^T (Zhuo et al. 2023's target predictor; -1 whitens); 0 = off.
   # margin: the triplet loss's (tcn), on squared distances of unit vectors (0 to 4).
   # ifm_epsilon, ifm_weight: N-pair's implicit feature modification (losses.info_nce_loss);
   # weight 0 = off.
@@ -43,7 +45,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # when that runs on the device (data.photometric.on_device; losses.hog_prediction_loss);
   # 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
-                     margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0, hog_weight=0.0)
+                     rdm_sigma=0.0, margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0,
+                     hog_weight=0.0)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
   # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is
@@ -61,7 +64,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Where training frames come from: a source spec string.
       train='synthetic',
       fps=0.0,  # videos: resampled to this rate (0 = native); frames:, npy: their rate (0 = 30).
-      frame_size=160,  # File sources resize frames to this shorter side (0 = as stored).
+      frame_size=160,  # File sources shrink frames to this shorter side (0 = as stored).
       tfds_data_dir='',  # tfds: sources: where the prepared datasets are ('' = TFDS default).
       tfds_video_key='',  # tfds: the video feature ('' = the first one).
       num_workers=0,  # Grain worker processes; 0 reads in threads of this process.

@@ -48,8 +48,8 @@ def test_encoder_comes_from_the_checkpoint_heads_stay(bench, npair_checkpoint):
   for got, want in zip(jax.tree.leaves(started['batch_stats']['encoder']),
                        jax.tree.leaves(trained['batch_stats']['encoder'])):
     np.testing.assert_array_equal(got, want)
-  for got, want in zip(jax.tree.leaves(started['params']['predictor']),
-                       jax.tree.leaves(jax.device_get(state['params']['predictor']))):
+  for got, want in zip(jax.tree.leaves(started['params']['projector']),
+                       jax.tree.leaves(jax.device_get(state['params']['projector']))):
     np.testing.assert_array_equal(got, want)
 
 

@@ -38,6 +38,25 @@ def test_simsiam_stops_gradient_through_targets():
   np.testing.assert_array_equal(grad_z, 0.0)
 
 
+def test_rdm_target_is_each_views_batch_with_powered_singular_values():
+  rng = np.random.default_rng(3)
+  p, z = rng.normal(size=(2, 6, 2, 4))  # B=6 > D=4 and, below, B=3 < D=4.
+  for sigma, batch in ((-1.0, 6), (-0.5, 3), (1.0, 6)):
+    targets = []
+    for k in range(2):
+      u, s, vh = np.linalg.svd(z[:batch, k], full_matrices=False)
+      targets.append(u @ np.diag(s ** (1 + sigma)) @ vh)
+    expected = np.mean([-0.5 * _cos(p[b, 0], targets[1][b]) - 0.5 * _cos(p[b, 1], targets[0][b])
+                        for b in range(batch)])
+    np.testing.assert_allclose(losses.simsiam_loss(p[:batch], z[:batch], 'pairs', sigma),
+                               expected, rtol=1e-4)
+  whitened = losses.rank_filter(jnp.asarray(z), 0.0)
+  for k in range(2):
+    np.testing.assert_allclose(np.linalg.svd(whitened[:, k], compute_uv=False), 1.0, rtol=1e-5)
+  grad_z = jax.grad(lambda z: losses.simsiam_loss(p, z, 'pairs', -1.0))(jnp.asarray(z))
+  np.testing.assert_array_equal(grad_z, 0.0)
+
+
 def _info_nce_numpy(z, video_id, temperature, negatives=None, shift=0.0):
   """shift: added to every negative's cosine and taken from every positive's (IFM)."""
   batch, views, dim = z.shape

@@ -15,7 +15,7 @@ def l2_normalize(x, axis=-1, eps=1e-12):
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
-def simsiam_loss(p, z, target: str = 'pairs'):
+def simsiam_loss(p, z, target: str = 'pairs', rdm_sigma: float = 0.0):
   """Symmetric negative cosine similarity with stop-gradient on the targets (Chen & He 2021).
 
   target 'pairs': averages D(p_i, sg(z_j)) over all ordered pairs of distinct views i != j
@@ -23,10 +23,16 @@ def simsiam_loss(p, z, target: str = 'pairs'):
   target 'mean': FastSiam (Pototzky et al. 2022), D(p_i, sg(mean of z_j over j != i))
   averaged over i; a steadier target from K > 2 views, which lets SimSiam learn with small
   batches. Both are the same for K = 2.
+  rdm_sigma != 0: the targets pass through a fixed target predictor first (Zhuo et al.
+  2023, "rank differential mechanism"): each view's [B, D] batch of projections U S V^T
+  becomes U S^(1 + rdm_sigma) V^T; -1 whitens it, so that every direction the batch spans
+  is an equally strong target and the features cannot collapse onto a few.
   """
   num_views = p.shape[1]
   p = l2_normalize(p)
   z = jax.lax.stop_gradient(z)
+  if rdm_sigma:
+    z = rank_filter(z, 1.0 + rdm_sigma)
   if target == 'mean':
     others = (jnp.sum(z, axis=1, keepdims=True) - z) / (num_views - 1)
     return -jnp.mean(jnp.sum(p * l2_normalize(others), axis=-1))
@@ -37,6 +43,14 @@ def simsiam_loss(p, z, target: str = 'pairs'):
 
 
 SIMSIAM_TARGETS = ('pairs', 'mean')
+
+
+def rank_filter(z, power: float):
+  """[B, K, D] -> the same with each view's [B, D] batch U S V^T replaced by U S^power V^T
+  (singular values over the whole global batch)."""
+  u, s, vh = jnp.linalg.svd(jnp.swapaxes(z, 0, 1).astype(jnp.float32), full_matrices=False)
+  filtered = jnp.einsum('kbr,kr,krd->kbd', u, s ** power, vh)
+  return jnp.swapaxes(filtered, 0, 1).astype(z.dtype)
 
 
 def info_nce_loss(z, video_id, temperature, negatives=None, ifm_epsilon=0.0, ifm_weight=0.0):
@@ -140,7 +154,9 @@ def hog_prediction_loss(prediction, target):
 
 
 def _simsiam(outputs, video_id, loss_config, negatives=None):
-  return simsiam_loss(outputs['p'], outputs['z'], loss_config.simsiam_target)
+  # Without a learned predictor (rank-filtered targets only) the projection is the prediction.
+  return simsiam_loss(outputs.get('p', outputs['z']), outputs['z'], loss_config.simsiam_target,
+                      loss_config.rdm_sigma)
 
 
 def _npair(outputs, video_id, loss_config, negatives=None):
@@ -192,5 +208,9 @@ def check_config(config):
   require(config.loss.hog_weight >= 0,
           f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
   require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
-  require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0,
-          'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor)')
+  require(config.loss.rdm_sigma >= -1,
+          f'config.loss.rdm_sigma must be >= -1 (below, a batch\'s zero singular values would '
+          f'become infinite), got {config.loss.rdm_sigma}')
+  require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0 or config.loss.rdm_sigma,
+          'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor, unless '
+          'config.loss.rdm_sigma sets a fixed one)')
