@@ -53,6 +53,10 @@ def test_rdm_target_is_each_views_batch_with_powered_singular_values():
   whitened = losses.rank_filter(jnp.asarray(z), 0.0)
   for k in range(2):
     np.testing.assert_allclose(np.linalg.svd(whitened[:, k], compute_uv=False), 1.0, rtol=1e-5)
+  # A centred batch (as BatchNorm leaves it) spans one direction fewer: that one is dropped.
+  centred = z[:3] - z[:3].mean(axis=0)  # 3 rows in 4 dimensions, centred: rank 2.
+  np.testing.assert_allclose(np.linalg.svd(losses.rank_filter(jnp.asarray(centred), 0.0)[:, 0],
+                                           compute_uv=False), [1, 1, 0], atol=1e-5)
   grad_z = jax.grad(lambda z: losses.simsiam_loss(p, z, 'pairs', -1.0))(jnp.asarray(z))
   np.testing.assert_array_equal(grad_z, 0.0)
 

@@ -47,9 +47,16 @@ SIMSIAM_TARGETS = ('pairs', 'mean')
 
 def rank_filter(z, power: float):
   """[B, K, D] -> the same with each view's [B, D] batch U S V^T replaced by U S^power V^T
-  (singular values over the whole global batch)."""
+  (singular values over the whole global batch).
+
+  Directions the batch does not span (singular values below 1e-4 of the largest; a
+  BatchNorm-centred batch always has one) are dropped: their singular vectors are float
+  noise, which power <= 0 would otherwise turn into a target.
+  """
   u, s, vh = jnp.linalg.svd(jnp.swapaxes(z, 0, 1).astype(jnp.float32), full_matrices=False)
-  filtered = jnp.einsum('kbr,kr,krd->kbd', u, s ** power, vh)
+  spanned = s > 1e-4 * s[:, :1]
+  scale = jnp.where(spanned, jnp.where(spanned, s, 1.0) ** power, 0.0)
+  filtered = jnp.einsum('kbr,kr,krd->kbd', u, scale, vh)
   return jnp.swapaxes(filtered, 0, 1).astype(z.dtype)
 
 
