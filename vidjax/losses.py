@@ -55,7 +55,7 @@ def rank_filter(z, power: float):
   """
   u, s, vh = jnp.linalg.svd(jnp.swapaxes(z, 0, 1).astype(jnp.float32), full_matrices=False)
   spanned = s > 1e-4 * s[:, :1]
-  scale = jnp.where(spanned, jnp.where(spanned, s, 1.0) ** power, 0.0)
+  scale = jnp.where(spanned, s ** power, 0.0)  # z is stop-gradient'ed: no inf gradient.
   filtered = jnp.einsum('kbr,kr,krd->kbd', u, scale, vh)
   return jnp.swapaxes(filtered, 0, 1).astype(z.dtype)
 
@@ -216,8 +216,8 @@ def check_config(config):
           f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
   require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
   require(config.loss.rdm_sigma >= -1,
-          f'config.loss.rdm_sigma must be >= -1 (below, a batch\'s zero singular values would '
-          f'become infinite), got {config.loss.rdm_sigma}')
+          f'config.loss.rdm_sigma must be >= -1 (below, the weakest directions of a batch '
+          f'would outweigh the strongest), got {config.loss.rdm_sigma}')
   require(config.method != 'simsiam' or config.head.pred_hidden_dim > 0 or config.loss.rdm_sigma,
           'config.head.pred_hidden_dim must be > 0 for simsiam (it needs a predictor, unless '
           'config.loss.rdm_sigma sets a fixed one)')
