@@ -146,6 +146,35 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views():
   assert float(losses.barlow_twins_loss(z, 0.005)) < 0.05
 
 
+def _standardise(x, eps=1e-5):
+  return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+
+
+def test_mixed_barlow_matches_the_published_formula():
+  # wgcban/mix-bt main.py: cc_m_v = out_m^T out_v / B against alpha out_1^T out_v / B +
+  # (1 - alpha) out_2[perm]^T out_v / B, for v = 1, 2; squared error summed, times lambda.
+  rng = np.random.default_rng(8)
+  z, z_mixed = rng.normal(size=(16, 2, 5)), rng.normal(size=(16, 5))
+  alpha, permutation = 0.3, rng.permutation(16)
+  a, b, m = _standardise(z[:, 0]), _standardise(z[:, 1]), _standardise(z_mixed)
+  expected = sum(np.sum((m.T @ v / 16 - alpha * a.T @ v / 16
+                         - (1 - alpha) * b[permutation].T @ v / 16)**2) for v in (a, b))
+  np.testing.assert_allclose(
+      losses.mixed_barlow_loss(z, z_mixed, alpha, jnp.asarray(permutation), 0.01),
+      0.01 * expected, rtol=1e-4)
+
+
+def test_mixed_barlow_is_zero_when_the_mix_embeds_as_the_mix():
+  # Identical views, each sample mixed with itself: the mix is the view, and so is its
+  # embedding under any encoder; a mismatched mixed embedding is penalised.
+  rng = np.random.default_rng(9)
+  view = rng.normal(size=(64, 6))
+  z = np.stack([view, view], axis=1)
+  identity = jnp.arange(64)
+  assert float(losses.mixed_barlow_loss(z, view, 0.6, identity, 1.0)) < 1e-6
+  assert float(losses.mixed_barlow_loss(z, rng.normal(size=(64, 6)), 0.6, identity, 1.0)) > 0.1
+
+
 def test_info_nce_background_negatives_match_numpy_and_repel():
   rng = np.random.default_rng(5)
   z = rng.normal(size=(4, 2, 6))

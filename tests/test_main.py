@@ -142,6 +142,8 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
     (dict(loss=dict(ifm_epsilon=-0.1)), r'config.loss.ifm_epsilon must be >= 0, got -0.1'),
     (dict(loss=dict(hog_weight=-1.0)), r'config.loss.hog_weight must be >= 0, got -1.0'),
     (dict(loss=dict(rdm_sigma=-2.0)), r'config.loss.rdm_sigma must be >= -1'),
+    (dict(loss=dict(mix_weight=-1.0)), r'config.loss.mix_weight must be >= 0'),
+    (dict(loss=dict(mix_weight=4.0)), "Mixed Barlow Twins needs config.method='barlow'"),
     (dict(head=dict(pred_hidden_dim=0), loss=dict(rdm_sigma=0.0)),
      'needs a predictor, unless config.loss.rdm_sigma'),
     (dict(image_size=8, loss=dict(hog_weight=1.0)),

@@ -16,14 +16,17 @@ def _one_step(config, mesh, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize('config_module,bn_per_view,hog_weight',
-                         [(simsiam, False, 0.0), (npair, False, 0.0), (barlow, False, 0.0),
-                          (simsiam, True, 0.0), (tcn, False, 0.0), (simsiam, True, 1.0)])
-def test_four_devices_equal_one(config_module, bn_per_view, hog_weight):
+@pytest.mark.parametrize('config_module,bn_per_view,hog_weight,mix_weight',
+                         [(simsiam, False, 0.0, 0.0), (npair, False, 0.0, 0.0),
+                          (barlow, False, 0.0, 0.0), (simsiam, True, 0.0, 0.0),
+                          (tcn, False, 0.0, 0.0), (simsiam, True, 1.0, 0.0),
+                          (barlow, True, 0.0, 4.0)])
+def test_four_devices_equal_one(config_module, bn_per_view, hog_weight, mix_weight):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
   config.model.bn_per_view = bn_per_view
   config.loss.hog_weight = hog_weight
+  config.loss.mix_weight = mix_weight  # Its mix pairs samples across the global batch.
   config.optim.warmup_steps = 0  # A non-zero learning rate from the first step.
   # Solarising is a step function of the pixel: a rounding difference in the colour jitter
   # before it (reductions ordered differently over 4 devices) can flip a pixel across the

@@ -153,6 +153,26 @@ def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   return total / num_pairs
 
 
+def mixed_barlow_loss(z, z_mixed, alpha, permutation, redundancy_weight, eps=1e-5):
+  """Mixed Barlow Twins' regulariser (Bandara, De Melo, Patel 2023; their code wgcban/mix-bt).
+
+  z: [B, 2, D] the two views' embeddings; z_mixed: [B, D] the embeddings of the images
+  alpha * view 1 + (1 - alpha) * view 2[permutation]. The mixed batch's cross-correlation
+  with each view should be the same mix of the views' own cross-correlations, which makes
+  samples interact as negatives do in contrastive losses: Barlow Twins alone stops
+  improving after an early phase of training (their finding, and this project's monitor).
+  Weighted by `redundancy_weight` (lambda) as in their code; not averaged over the two views.
+  """
+  batch = z.shape[0]
+  standardise = lambda x: (x - jnp.mean(x, axis=0)) * jax.lax.rsqrt(jnp.var(x, axis=0) + eps)
+  z1, z2, z_mixed = standardise(z[:, 0]), standardise(z[:, 1]), standardise(z_mixed)
+  mixed_target = alpha * z1 + (1.0 - alpha) * z2[permutation]
+  total = 0.0
+  for view in (z1, z2):
+    total += jnp.sum(((z_mixed - mixed_target).T @ view / batch)**2)
+  return redundancy_weight * total
+
+
 def hog_prediction_loss(prediction, target):
   """1 - mean cosine of predicted [N, D] and actual [N, D] HOG descriptors (MaskFeat's
   target, Wei et al. 2022, here without masking and with a cosine rather than a squared
@@ -214,6 +234,12 @@ def check_config(config):
             f'{", ".join(USES_NEGATIVES)} use them')
   require(config.loss.hog_weight >= 0,
           f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
+  require(config.loss.mix_weight >= 0,
+          f'config.loss.mix_weight must be >= 0, got {config.loss.mix_weight}')
+  require(not config.loss.mix_weight or (config.method == 'barlow'
+                                         and config.data.pairs.num_positives == 2),
+          f'config.loss.mix_weight={config.loss.mix_weight}: Mixed Barlow Twins needs '
+          f"config.method='barlow' and data.pairs.num_positives=2")
   require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
   require(config.loss.rdm_sigma >= -1,
           f'config.loss.rdm_sigma must be >= -1 (below, the weakest directions of a batch '

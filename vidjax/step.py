@@ -74,17 +74,29 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   if photometric_config.on_device:
     draws = jax.random.uniform(rng, (images.shape[0], augment.num_draws(photometric_config)))
     images = augment.photometric(images, draws, photometric_config, xp=jnp)
+  images = images.reshape(views.shape)
+  if config.loss.mix_weight:  # Mixed Barlow Twins: one mix of the two views, a last position.
+    alpha_rng, permutation_rng = jax.random.split(jax.random.fold_in(rng, 1))
+    alpha = jax.random.beta(alpha_rng, 1.0, 1.0)
+    permutation = jax.random.permutation(permutation_rng, batch_size)
+    mixed = alpha * images[:, 0] + (1.0 - alpha) * images[:, 1][permutation]
+    images = jnp.concatenate([images, mixed[:, None]], axis=1)
 
   def loss_fn(params):
     outputs, batch_stats = apply_to_views(
-        model, {'params': params, 'batch_stats': state['batch_stats']},
-        images.reshape(views.shape), config.model.bn_per_view)
+        model, {'params': params, 'batch_stats': state['batch_stats']}, images,
+        config.model.bn_per_view)
     negatives = None
     if 'negatives' in batch:
-      negatives = {k: v[:, num_views:] for k, v in outputs.items()}
-      outputs = {k: v[:, :num_views] for k, v in outputs.items()}
+      negatives = {k: v[:, num_views:num_views + batch['negatives'].shape[1]]
+                   for k, v in outputs.items()}
+    mixed_z = outputs['z'][:, -1] if config.loss.mix_weight else None
+    outputs = {k: v[:, :num_views] for k, v in outputs.items()}
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
                               negatives)
+    if mixed_z is not None:
+      loss += config.loss.mix_weight * losses.mixed_barlow_loss(
+          outputs['z'], mixed_z, alpha, permutation, config.loss.redundancy_weight)
     hog_loss = 0.0
     if hog_target is not None:
       hog_loss = losses.hog_prediction_loss(
