@@ -15,6 +15,11 @@ def get_config(arg=None):
   config.model.bn_per_view = True
   # Paper: lambda = 5e-3 for an 8192-d projector; it scales like 1/D.
   config.loss.redundancy_weight = 5e-3
+  # Mixed Barlow Twins (Bandara, De Melo, Patel 2023): a third forward pass of the two views
+  # mixed across samples, whose cross-correlations must mix as the images did; their CIFAR
+  # weight, 4 x lambda. Without it the monitor stopped rising after step 200
+  # (docs/experiments.md).
+  config.loss.mix_weight = 4.0
   # Paper: LARS, lr = 0.2 * B / 256 for weights, weight decay 1.5e-6.
   config.optim.update(name='lars', base_lr=0.2, lr_scaling='linear', weight_decay=1.5e-6)
   return config

@@ -22,8 +22,6 @@ def get_config(arg=None):
   config.loss.rdm_sigma = -1.0
   # As the official code, which forwards x1 and x2 separately: BatchNorm statistics per view.
   config.model.bn_per_view = True
-  # Tighter crops, always around motion: more of each view is the object.
-  config.data.crop.update(scale=(0.12, 0.25), uniform_share=0.0)
   # RDM's CIFAR recipe (solo-learn's): SGD, lr = 0.5 * B / 256, momentum 0.9, wd 1e-5.
   config.optim.update(name='sgd', base_lr=0.5, lr_scaling='linear', weight_decay=1e-5)
   return config
