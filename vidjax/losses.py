@@ -131,6 +131,11 @@ def triplet_loss(z, video_id, margin, negatives=None):
   return total / (num_views - 1)
 
 
+def _standardise(z, eps):
+  """Each dimension to zero mean and unit variance over the (global) batch, axis 0."""
+  return (z - jnp.mean(z, axis=0)) * jax.lax.rsqrt(jnp.var(z, axis=0) + eps)
+
+
 def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views -> identity.
 
@@ -139,7 +144,7 @@ def barlow_twins_loss(z, redundancy_weight, eps=1e-5):
   K > 2 views it is averaged over all pairs of views.
   """
   batch, num_views, dim = z.shape
-  z = (z - jnp.mean(z, axis=0)) * jax.lax.rsqrt(jnp.var(z, axis=0) + eps)
+  z = _standardise(z, eps)
   total = 0.0
   num_pairs = 0
   for i in range(num_views):
@@ -164,8 +169,7 @@ def mixed_barlow_loss(z, z_mixed, alpha, permutation, redundancy_weight, eps=1e-
   Weighted by `redundancy_weight` (lambda) as in their code; not averaged over the two views.
   """
   batch = z.shape[0]
-  standardise = lambda x: (x - jnp.mean(x, axis=0)) * jax.lax.rsqrt(jnp.var(x, axis=0) + eps)
-  z1, z2, z_mixed = standardise(z[:, 0]), standardise(z[:, 1]), standardise(z_mixed)
+  z1, z2, z_mixed = (_standardise(x, eps) for x in (z[:, 0], z[:, 1], z_mixed))
   mixed_target = alpha * z1 + (1.0 - alpha) * z2[permutation]
   total = 0.0
   for view in (z1, z2):
