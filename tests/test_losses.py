@@ -114,10 +114,13 @@ def test_info_nce_feature_modification_matches_numpy():
                              expected, rtol=1e-5)
 
 
+def _standardise(x, eps=1e-5):
+  return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+
+
 def _barlow_numpy(z1, z2, lam, eps=1e-5):
   n = len(z1)
-  a = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + eps)
-  b = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + eps)
+  a, b = _standardise(z1, eps), _standardise(z2, eps)
   c = a.T @ b / n
   on = np.sum((1 - np.diag(c))**2)
   off = np.sum(c**2) - np.sum(np.diag(c)**2)
@@ -144,10 +147,6 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views():
   q = q - q.mean(0)
   z = np.stack([q, q], axis=1)
   assert float(losses.barlow_twins_loss(z, 0.005)) < 0.05
-
-
-def _standardise(x, eps=1e-5):
-  return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
 
 
 def test_mixed_barlow_matches_the_published_formula():

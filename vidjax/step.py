@@ -88,8 +88,7 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
         config.model.bn_per_view)
     negatives = None
     if 'negatives' in batch:
-      negatives = {k: v[:, num_views:num_views + batch['negatives'].shape[1]]
-                   for k, v in outputs.items()}
+      negatives = {k: v[:, num_views:] for k, v in outputs.items()}
     mixed_z = outputs['z'][:, -1] if config.loss.mix_weight else None
     outputs = {k: v[:, :num_views] for k, v in outputs.items()}
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
