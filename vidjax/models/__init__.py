@@ -16,7 +16,8 @@ def build_model(config) -> SSLModel:
   encoder = ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
                    width=config.model.width, cifar_stem=config.model.cifar_stem,
                    gradient_stem=config.model.gradient_stem,
-                   zero_init_residual=config.model.zero_init_residual, dtype=dtype)
+                   zero_init_residual=config.model.zero_init_residual,
+                   pool_grid=config.model.pool_grid, dtype=dtype)
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,
                   num_layers=head.proj_layers, output_norm=head.proj_output_norm, dtype=dtype)
@@ -44,6 +45,12 @@ def check_config(config):
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '
           f'(cifar_stem={model.cifar_stem}), which downsamples {factor}x; use >= {factor}')
+  side = config.image_size // factor
+  require(isinstance(model.pool_grid, int) and model.pool_grid > 0
+          and config.image_size % factor == 0 and side % model.pool_grid == 0,
+          f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
+          f'the last feature map\'s side, config.image_size / {factor} = '
+          f'{config.image_size / factor:g}')
   if config.loss.hog_weight:
     try:
       hog.hog_size(config.image_size)

@@ -81,15 +81,24 @@ class BottleneckBlock(nn.Module):
     return nn.relu(x + y)
 
 
+def grid_pool(x, grid: int):
+  """[N, H, W, C] -> [N, grid * grid * C]: the mean over each cell of a grid x grid split of
+  the map (H and W divisible by grid), cells in row order; grid 1 is global average pooling."""
+  n, h, w, c = x.shape
+  cells = x.reshape(n, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+  return cells.reshape(n, grid * grid * c)
+
+
 class ResNet(nn.Module):
-  """Images [N, H, W, C] (already normalised) -> pooled features [N, C_out], or with
-  pooled=False the last feature map [N, H / downsampling, W / downsampling, C_out]."""
+  """Images [N, H, W, C] (already normalised) -> pooled features [N, pool_grid² * C_out], or
+  with pooled=False the last feature map [N, H / downsampling, W / downsampling, C_out]."""
   stage_sizes: Sequence[int]
   bottleneck: bool = False
   width: float = 1.0
   cifar_stem: bool = False
   gradient_stem: bool = False
   zero_init_residual: bool = True
+  pool_grid: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -117,7 +126,7 @@ class ResNet(nn.Module):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype)(x, train)
     x = x.astype(jnp.float32)
-    return jnp.mean(x, axis=(1, 2)) if pooled else x
+    return grid_pool(x, self.pool_grid) if pooled else x
 
 
 # config.model.dtype -> the computation dtype.

@@ -1,0 +1,32 @@
+"""The encoder's pooling: what `model.pool_grid` makes of the last feature map."""
+import jax
+import numpy as np
+
+from configs import barlow
+from vidjax import models
+from vidjax.models import resnet
+
+
+def test_grid_pool_is_the_mean_of_each_cell_in_row_order():
+  feature_map = np.random.default_rng(0).normal(size=(3, 4, 6, 5)).astype(np.float32)
+  pooled = np.asarray(resnet.grid_pool(feature_map, 2))
+  cells = [feature_map[:, i:i + 2, j:j + 3].mean(axis=(1, 2)) for i in (0, 2) for j in (0, 3)]
+  np.testing.assert_allclose(pooled, np.concatenate(cells, axis=1), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(resnet.grid_pool(feature_map, 1)),
+                             feature_map.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_the_feature_holds_each_cell_of_the_grid():
+  config = barlow.get_config('smoke')
+  config.model.pool_grid = 2
+  model = models.build_model(config)
+  images = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  variables = model.init(jax.random.key(0), images, train=False)
+  feature_map = model.encoder.apply(
+      {'params': variables['params']['encoder'],
+       'batch_stats': variables['batch_stats']['encoder']},
+      (images - models.heads._MEAN) / models.heads._STD, train=False, pooled=False)
+  feature = model.apply(variables, images, method=models.SSLModel.embed)
+  assert feature.shape == (2, 4 * feature_map.shape[-1])
+  np.testing.assert_allclose(np.asarray(feature), np.asarray(resnet.grid_pool(feature_map, 2)),
+                             rtol=1e-5, atol=1e-6)
