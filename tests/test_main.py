@@ -133,7 +133,7 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
     (dict(batch_size=6), 'not divisible by the 4 devices'),
     (dict(image_size=4), 'too small for resnet10'),
     (dict(model=dict(pool_grid=3)), 'config.model.pool_grid=3: expected a positive integer '
-     "dividing the last feature map's side, config.image_size / 8 = 4"),
+     "dividing the last feature map's side, 4 at config.image_size=32"),
     (dict(method='byol'), 'config.method: unknown'),
     (dict(data=dict(crop=dict(fit=True, anchor='uniform'))),
      "config.data.crop.fit needs crop.mode='anchored' and crop.anchor='motion'"),

@@ -30,3 +30,12 @@ def test_the_feature_holds_each_cell_of_the_grid():
   assert feature.shape == (2, 4 * feature_map.shape[-1])
   np.testing.assert_allclose(np.asarray(feature), np.asarray(resnet.grid_pool(feature_map, 2)),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_an_image_size_off_the_downsampling_pools_as_its_map_allows():
+  config = barlow.get_config('smoke')
+  config.image_size = 36  # The last map is 5x5: whole, not in quadrants.
+  config.model.pool_grid = 1
+  models.check_config(config)
+  config.model.pool_grid = 5
+  models.check_config(config)

@@ -45,12 +45,11 @@ def check_config(config):
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '
           f'(cifar_stem={model.cifar_stem}), which downsamples {factor}x; use >= {factor}')
-  side = config.image_size // factor
+  side = -(-config.image_size // factor)  # Each stride-2 stage rounds up ('SAME' padding).
   require(isinstance(model.pool_grid, int) and model.pool_grid > 0
-          and config.image_size % factor == 0 and side % model.pool_grid == 0,
+          and side % model.pool_grid == 0,
           f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
-          f'the last feature map\'s side, config.image_size / {factor} = '
-          f'{config.image_size / factor:g}')
+          f'the last feature map\'s side, {side} at config.image_size={config.image_size}')
   if config.loss.hog_weight:
     try:
       hog.hog_size(config.image_size)
