@@ -47,8 +47,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pooled feature predicts each view's HOG descriptor, taken before colour augmentation
   # when that runs on the device (data.photometric.on_device; losses.hog_prediction_loss);
   # 0 = off.
-  # mix_weight: Barlow Twins' mixup regulariser (losses.mixed_barlow_loss; a third forward
-  # pass of a mixed batch), times redundancy_weight; 0 = off.
+  # mix_weight: a mixup regulariser, a third forward pass of the two views mixed across
+  # samples (losses.mixed_loss): Mixed Barlow Twins' (times redundancy_weight) or, for
+  # SimSiam, Un-Mix's; 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
                      rdm_sigma=0.0, margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0,
                      hog_weight=0.0, mix_weight=0.0)

@@ -174,6 +174,33 @@ def test_mixed_barlow_is_zero_when_the_mix_embeds_as_the_mix():
   assert float(losses.mixed_barlow_loss(z, rng.normal(size=(64, 6)), 0.6, identity, 1.0)) > 0.1
 
 
+def test_mixed_simsiam_matches_un_mix_formula():
+  # szq0214/Un-Mix (BYOL): lam * D(p_mix, z2) + (1 - lam) * D(p_mix, z2[flipped]); here the
+  # mix holds view 1 of i and view 2 of permutation[i], whose other views are z2[i] and
+  # z1[permutation[i]]. With rdm_sigma the targets are whitened per view first.
+  rng = np.random.default_rng(10)
+  z, z_mixed = rng.normal(size=(12, 2, 16)), rng.normal(size=(12, 16))
+  alpha, permutation = 0.35, rng.permutation(12)
+  for rdm_sigma in (0.0, -1.0):
+    targets = z.copy()
+    if rdm_sigma:
+      for k in range(2):
+        u, _, vh = np.linalg.svd(z[:, k], full_matrices=False)
+        targets[:, k] = u @ vh
+    expected = -np.mean([alpha * _cos(z_mixed[i], targets[i, 1]) + (1 - alpha)
+                         * _cos(z_mixed[i], targets[permutation[i], 0]) for i in range(12)])
+    np.testing.assert_allclose(
+        losses.mixed_simsiam_loss(z, z_mixed, alpha, jnp.asarray(permutation), rdm_sigma),
+        expected, rtol=1e-4)
+
+
+def test_mixed_simsiam_sends_no_gradient_to_the_targets():
+  rng = np.random.default_rng(11)
+  z, z_mixed = jnp.asarray(rng.normal(size=(8, 2, 6))), jnp.asarray(rng.normal(size=(8, 6)))
+  grad = jax.grad(lambda z: losses.mixed_simsiam_loss(z, z_mixed, 0.5, jnp.arange(8), -1.0))(z)
+  assert float(jnp.max(jnp.abs(grad))) == 0.0
+
+
 def test_info_nce_background_negatives_match_numpy_and_repel():
   rng = np.random.default_rng(5)
   z = rng.normal(size=(4, 2, 6))

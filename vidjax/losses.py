@@ -177,6 +177,24 @@ def mixed_barlow_loss(z, z_mixed, alpha, permutation, redundancy_weight, eps=1e-
   return redundancy_weight * total
 
 
+def mixed_simsiam_loss(z, z_mixed, alpha, permutation, rdm_sigma: float = 0.0):
+  """Un-Mix's regulariser (Shen et al. 2022, their code szq0214/Un-Mix) for SimSiam.
+
+  z: [B, 2, D] the two views' projections; z_mixed: [B, D] the projections of the images
+  alpha * view 1 + (1 - alpha) * view 2[permutation]. The mix should predict, in the same
+  proportions, the target of each image's *other* view: alpha * D(mix, sg(z2)) + (1 - alpha)
+  * D(mix, sg(z1[permutation])), with the targets rank-filtered as SimSiam's (rdm_sigma).
+  Samples then interact beyond the batch statistics, as negatives do in contrastive losses.
+  """
+  targets = jax.lax.stop_gradient(z)
+  if rdm_sigma:
+    targets = rank_filter(targets, 1.0 + rdm_sigma)
+  targets, z_mixed = l2_normalize(targets), l2_normalize(z_mixed)
+  own = jnp.mean(jnp.sum(z_mixed * targets[:, 1], axis=-1))
+  other = jnp.mean(jnp.sum(z_mixed * targets[permutation, 0], axis=-1))
+  return -(alpha * own + (1.0 - alpha) * other)
+
+
 def hog_prediction_loss(prediction, target):
   """1 - mean cosine of predicted [N, D] and actual [N, D] HOG descriptors (MaskFeat's
   target, Wei et al. 2022, here without masking and with a cosine rather than a squared
@@ -212,6 +230,17 @@ METHODS = tuple(LOSSES)
 USES_NEGATIVES = ('npair', 'tcn')
 
 
+def mixed_loss(method: str, z, z_mixed, alpha, permutation, loss_config):
+  """The method's mix regulariser (config.loss.mix_weight); see MIXED_LOSSES."""
+  if method == 'barlow':
+    return mixed_barlow_loss(z, z_mixed, alpha, permutation, loss_config.redundancy_weight)
+  return mixed_simsiam_loss(z, z_mixed, alpha, permutation, loss_config.rdm_sigma)
+
+
+# The methods with a mix regulariser: Mixed Barlow Twins' and Un-Mix's.
+MIXED_LOSSES = ('barlow', 'simsiam')
+
+
 def method_loss(method: str, outputs, video_id, loss_config, negatives=None):
   """The configured objective on `SSLModel` outputs reshaped to [B, K, D]; `negatives`: the
   outputs [B, N, D] of background crops, for the objectives that use them."""
@@ -240,10 +269,10 @@ def check_config(config):
           f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
   require(config.loss.mix_weight >= 0,
           f'config.loss.mix_weight must be >= 0, got {config.loss.mix_weight}')
-  require(not config.loss.mix_weight or (config.method == 'barlow'
+  require(not config.loss.mix_weight or (config.method in MIXED_LOSSES
                                          and config.data.pairs.num_positives == 2),
-          f'config.loss.mix_weight={config.loss.mix_weight}: Mixed Barlow Twins needs '
-          f"config.method='barlow' and data.pairs.num_positives=2")
+          f'config.loss.mix_weight={config.loss.mix_weight}: the mix regulariser needs '
+          f"config.method in {', '.join(MIXED_LOSSES)} and data.pairs.num_positives=2")
   require(config.loss.margin > 0, f'config.loss.margin must be > 0, got {config.loss.margin}')
   require(config.loss.rdm_sigma >= -1,
           f'config.loss.rdm_sigma must be >= -1 (below, the weakest directions of a batch '

@@ -75,7 +75,7 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     draws = jax.random.uniform(rng, (images.shape[0], augment.num_draws(photometric_config)))
     images = augment.photometric(images, draws, photometric_config, xp=jnp)
   images = images.reshape(views.shape)
-  if config.loss.mix_weight:  # Mixed Barlow Twins: one mix of the two views, a last position.
+  if config.loss.mix_weight:  # One mix of the two views (losses.mixed_loss), a last position.
     alpha_rng, permutation_rng = jax.random.split(jax.random.fold_in(rng, 1))
     alpha = jax.random.beta(alpha_rng, 1.0, 1.0)
     permutation = jax.random.permutation(permutation_rng, batch_size)
@@ -94,8 +94,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
                               negatives)
     if mixed_z is not None:
-      loss += config.loss.mix_weight * losses.mixed_barlow_loss(
-          outputs['z'], mixed_z, alpha, permutation, config.loss.redundancy_weight)
+      loss += config.loss.mix_weight * losses.mixed_loss(
+          config.method, outputs['z'], mixed_z, alpha, permutation, config.loss)
     hog_loss = 0.0
     if hog_target is not None:
       hog_loss = losses.hog_prediction_loss(
