@@ -180,8 +180,8 @@ def mixed_barlow_loss(z, z_mixed, alpha, permutation, redundancy_weight, eps=1e-
 def mixed_simsiam_loss(z, z_mixed, alpha, permutation, rdm_sigma: float = 0.0):
   """Un-Mix's regulariser (Shen et al. 2022, their code szq0214/Un-Mix) for SimSiam.
 
-  z: [B, 2, D] the two views' projections; z_mixed: [B, D] the projections of the images
-  alpha * view 1 + (1 - alpha) * view 2[permutation]. The mix should predict, in the same
+  z: [B, 2, D] the two views' projections; z_mixed: [B, D] the predictions (or projections)
+  of the images alpha * view 1 + (1 - alpha) * view 2[permutation]. The mix should predict, in the same
   proportions, the target of each image's *other* view: alpha * D(mix, sg(z2)) + (1 - alpha)
   * D(mix, sg(z1[permutation])), with the targets rank-filtered as SimSiam's (rdm_sigma).
   Samples then interact beyond the batch statistics, as negatives do in contrastive losses.
@@ -230,11 +230,15 @@ METHODS = tuple(LOSSES)
 USES_NEGATIVES = ('npair', 'tcn')
 
 
-def mixed_loss(method: str, z, z_mixed, alpha, permutation, loss_config):
-  """The method's mix regulariser (config.loss.mix_weight); see MIXED_LOSSES."""
+def mixed_loss(method: str, outputs, mixed_outputs, alpha, permutation, loss_config):
+  """The method's mix regulariser (config.loss.mix_weight; see MIXED_LOSSES) on the views'
+  outputs [B, 2, D] and the mixed images' [B, D]."""
   if method == 'barlow':
-    return mixed_barlow_loss(z, z_mixed, alpha, permutation, loss_config.redundancy_weight)
-  return mixed_simsiam_loss(z, z_mixed, alpha, permutation, loss_config.rdm_sigma)
+    return mixed_barlow_loss(outputs['z'], mixed_outputs['z'], alpha, permutation,
+                             loss_config.redundancy_weight)
+  # As SimSiam's own loss: the mix's prediction, or its projection without a predictor.
+  return mixed_simsiam_loss(outputs['z'], mixed_outputs.get('p', mixed_outputs['z']), alpha,
+                            permutation, loss_config.rdm_sigma)
 
 
 # The methods with a mix regulariser: Mixed Barlow Twins' and Un-Mix's.

@@ -89,13 +89,13 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
     negatives = None
     if 'negatives' in batch:
       negatives = {k: v[:, num_views:] for k, v in outputs.items()}
-    mixed_z = outputs['z'][:, -1] if config.loss.mix_weight else None
+    mixed = {k: v[:, -1] for k, v in outputs.items()} if config.loss.mix_weight else None
     outputs = {k: v[:, :num_views] for k, v in outputs.items()}
     loss = losses.method_loss(config.method, outputs, batch['video_id'], config.loss,
                               negatives)
-    if mixed_z is not None:
+    if mixed is not None:
       loss += config.loss.mix_weight * losses.mixed_loss(
-          config.method, outputs['z'], mixed_z, alpha, permutation, config.loss)
+          config.method, outputs, mixed, alpha, permutation, config.loss)
     hog_loss = 0.0
     if hog_target is not None:
       hog_loss = losses.hog_prediction_loss(
