@@ -30,9 +30,7 @@ def simsiam_loss(p, z, target: str = 'pairs', rdm_sigma: float = 0.0):
   """
   num_views = p.shape[1]
   p = l2_normalize(p)
-  z = jax.lax.stop_gradient(z)
-  if rdm_sigma:
-    z = rank_filter(z, 1.0 + rdm_sigma)
+  z = simsiam_targets(z, rdm_sigma)
   if target == 'mean':
     others = (jnp.sum(z, axis=1, keepdims=True) - z) / (num_views - 1)
     return -jnp.mean(jnp.sum(p * l2_normalize(others), axis=-1))
@@ -43,6 +41,13 @@ def simsiam_loss(p, z, target: str = 'pairs', rdm_sigma: float = 0.0):
 
 
 SIMSIAM_TARGETS = ('pairs', 'mean')
+
+
+def simsiam_targets(z, rdm_sigma: float):
+  """SimSiam's targets: the projections [B, K, D] under stop-gradient, rank-filtered when
+  rdm_sigma != 0 (see simsiam_loss)."""
+  z = jax.lax.stop_gradient(z)
+  return rank_filter(z, 1.0 + rdm_sigma) if rdm_sigma else z
 
 
 def rank_filter(z, power: float):
@@ -181,15 +186,13 @@ def mixed_simsiam_loss(z, z_mixed, alpha, permutation, rdm_sigma: float = 0.0):
   """Un-Mix's regulariser (Shen et al. 2022, their code szq0214/Un-Mix) for SimSiam.
 
   z: [B, 2, D] the two views' projections; z_mixed: [B, D] the predictions (or projections)
-  of the images alpha * view 1 + (1 - alpha) * view 2[permutation]. The mix should predict, in the same
-  proportions, the target of each image's *other* view: alpha * D(mix, sg(z2)) + (1 - alpha)
-  * D(mix, sg(z1[permutation])), with the targets rank-filtered as SimSiam's (rdm_sigma).
+  of the images alpha * view 1 + (1 - alpha) * view 2[permutation]. The mix should predict,
+  in the same proportions, the target of each image's *other* view: alpha * D(mix, sg(z2))
+  + (1 - alpha) * D(mix, sg(z1[permutation])), the targets as SimSiam's (rdm_sigma).
   Samples then interact beyond the batch statistics, as negatives do in contrastive losses.
   """
-  targets = jax.lax.stop_gradient(z)
-  if rdm_sigma:
-    targets = rank_filter(targets, 1.0 + rdm_sigma)
-  targets, z_mixed = l2_normalize(targets), l2_normalize(z_mixed)
+  targets = l2_normalize(simsiam_targets(z, rdm_sigma))
+  z_mixed = l2_normalize(z_mixed)
   own = jnp.mean(jnp.sum(z_mixed * targets[:, 1], axis=-1))
   other = jnp.mean(jnp.sum(z_mixed * targets[permutation, 0], axis=-1))
   return -(alpha * own + (1.0 - alpha) * other)
@@ -230,19 +233,25 @@ METHODS = tuple(LOSSES)
 USES_NEGATIVES = ('npair', 'tcn')
 
 
-def mixed_loss(method: str, outputs, mixed_outputs, alpha, permutation, loss_config):
-  """The method's mix regulariser (config.loss.mix_weight; see MIXED_LOSSES) on the views'
-  outputs [B, 2, D] and the mixed images' [B, D]."""
-  if method == 'barlow':
-    return mixed_barlow_loss(outputs['z'], mixed_outputs['z'], alpha, permutation,
-                             loss_config.redundancy_weight)
+def _mixed_barlow(outputs, mixed, alpha, permutation, loss_config):
+  return mixed_barlow_loss(outputs['z'], mixed['z'], alpha, permutation,
+                           loss_config.redundancy_weight)
+
+
+def _mixed_simsiam(outputs, mixed, alpha, permutation, loss_config):
   # As SimSiam's own loss: the mix's prediction, or its projection without a predictor.
-  return mixed_simsiam_loss(outputs['z'], mixed_outputs.get('p', mixed_outputs['z']), alpha,
-                            permutation, loss_config.rdm_sigma)
+  return mixed_simsiam_loss(outputs['z'], mixed.get('p', mixed['z']), alpha, permutation,
+                            loss_config.rdm_sigma)
 
 
-# The methods with a mix regulariser: Mixed Barlow Twins' and Un-Mix's.
-MIXED_LOSSES = ('barlow', 'simsiam')
+# config.method -> its mix regulariser (config.loss.mix_weight): Mixed Barlow Twins', Un-Mix's.
+MIXED_LOSSES = {'barlow': _mixed_barlow, 'simsiam': _mixed_simsiam}
+
+
+def mixed_loss(method: str, outputs, mixed_outputs, alpha, permutation, loss_config):
+  """The method's mix regulariser on the views' outputs [B, 2, D] and the mixed images'
+  [B, D]."""
+  return MIXED_LOSSES[method](outputs, mixed_outputs, alpha, permutation, loss_config)
 
 
 def method_loss(method: str, outputs, video_id, loss_config, negatives=None):
