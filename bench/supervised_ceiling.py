@@ -10,6 +10,9 @@ augmentation); then saves it as a run's workdir, so that
   python -m vidjax.evaluate --workdir=runs/supervised --init=all \
       --support=imagefolder:/tmp/world/support --query=imagefolder:/tmp/world/query
 
+The world's family is the one `--config.data.train=synthetic:FAMILY` names (textures by
+default), e.g. `--config.data.train=synthetic:glyphs` for the glyphs' ceiling.
+
 The crops come from the training videos only; support and query (from disjoint videos) are
 never trained on. Only the encoder is kept: the projector and predictor stay at init.
 """
@@ -27,8 +30,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from vidjax import checkpointing, parallel, step, workdir as runs  # noqa: E402
-from vidjax.data import augment  # noqa: E402
-from vidjax.data.sources import world, world_crops  # noqa: E402
+from vidjax.data import augment, sources  # noqa: E402
+from vidjax.data.sources import world_crops  # noqa: E402
 from vidjax.models import SSLModel  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config file.')
@@ -96,10 +99,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config = _CONFIG.value
   mesh = parallel.make_mesh(jax.devices()[:1])
+  if config.data.train.partition(':')[0] != 'synthetic':
+    sys.exit(f'error: --config.data.train={config.data.train}: the ceiling trains on the '
+             'embedded world\'s labelled crops; expected synthetic or synthetic:FAMILY')
+  family = sources.world_family(config.data.train, '--config.data.train')
   started = time.perf_counter()
   train_crops = world_crops.labelled_crops(
       seed=config.synthetic.seed, split='train', per_class=_PER_CLASS.value,
-      crop_size=round(config.image_size * _ZOOM), frame_size=config.synthetic.frame_size)
+      crop_size=round(config.image_size * _ZOOM), frame_size=config.synthetic.frame_size,
+      family=family)
   print(f'{len(train_crops)} labelled crops of training videos in '
         f'{time.perf_counter() - started:.1f} s', flush=True)
   model, state, _ = step.make_state_and_step(config, mesh)
@@ -107,7 +115,7 @@ def main(argv):
   feature_dim = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']},
                             np.zeros((1, config.image_size, config.image_size, 3), np.float32),
                             method=SSLModel.embed).shape[-1]
-  num_classes = len(world.CATEGORIES)
+  num_classes = len(train_crops.class_names)
   params = {'model': state['params'],
             'head': {'w': jnp.zeros((feature_dim, num_classes)), 'b': jnp.zeros(num_classes)}}
   batch_stats = state['batch_stats']

@@ -4,8 +4,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from configs import npair
+from vidjax.data import sources
 from vidjax.data.sources import world as synthetic
-from vidjax.data.sources import world_crops
+from vidjax.data.sources import world_crops, world_glyphs
+from vidjax.errors import ConfigError
 from vidjax.evaluate import encoders, fewshot
 
 NUM_VIDEOS = 24
@@ -187,4 +190,60 @@ def test_raw_pixels_stay_far_below_half_and_colour_alone_is_chance():
                                          support_labels,
                                          encoders.flat_centred(_colour_histograms(query)),
                                          query_labels, shots=5)
+  assert colours.mean() < 0.2
+
+
+def test_families_are_selected_by_spec_and_differ():
+  config = npair.get_config('smoke')
+  textures = sources.open_source('synthetic', config)
+  glyphs = sources.open_source('synthetic:glyphs', config)
+  assert textures.family == 'textures' and textures.categories == synthetic.CATEGORIES
+  assert glyphs.family == 'glyphs'
+  assert glyphs.categories == tuple(f'glyph {c}' for c in world_glyphs.CHARACTERS)
+  assert glyphs.video_name(3) == 'synthetic/glyphs/train/00003'
+  assert _mean_abs_difference(glyphs.frame(0, 0), textures.frame(0, 0)) > 20
+  with pytest.raises(ConfigError, match="unknown world family 'letters'"):
+    sources.open_source('synthetic:letters', config)
+
+
+def test_glyph_typefaces_of_training_and_labelled_videos_are_disjoint():
+  assert not set(world_glyphs.TRAIN_TYPEFACES) & set(world_glyphs.EVAL_TYPEFACES)
+  seen = {}
+  for split in synthetic.SPLITS:
+    source = synthetic.SyntheticWorld(split=split, num_videos=12, family='glyphs')
+    seen[split] = {source.typeface(video, row['instance'])
+                   for video in range(12) for row in source.boxes(video, 0)}
+  assert seen['train'] <= set(world_glyphs.TRAIN_TYPEFACES) and len(seen['train']) >= 5
+  for split in ('support', 'query'):
+    assert seen[split] <= set(world_glyphs.EVAL_TYPEFACES) and len(seen[split]) >= 5
+  assert synthetic.SyntheticWorld(num_videos=2).typeface(0, 0) == ''
+
+
+def test_a_glyph_is_its_character_s_outline_with_open_counters():
+  # 'B' in a bold face: solid strokes around two holes; the centre of each bowl is empty.
+  inside = world_glyphs.glyph_shape('B', 'DejaVuSans-Bold')
+  x = np.linspace(-1, 1, 41)
+  mask = inside(x[None, :], x[:, None])
+  assert 0.3 < mask.mean() < 0.7
+  column = mask[:, 20]  # x = 0: down through the stem-free middle of both bowls.
+  changes = np.flatnonzero(np.diff(column.astype(int)))
+  assert len(changes) == 6  # top bar, hole, middle bar, hole, bottom bar.
+
+
+def test_glyph_crops_are_labelled_by_character_and_colour_says_nothing():
+  support = world_crops.labelled_crops(split='support', per_class=12, family='glyphs')
+  query = world_crops.labelled_crops(split='query', per_class=12, family='glyphs')
+  assert support.class_names == synthetic.FAMILIES['glyphs']
+  assert set(support.typefaces) <= set(world_glyphs.EVAL_TYPEFACES)
+  source = synthetic.SyntheticWorld(split='query', num_videos=int(query.videos.max()) + 1,
+                                    family='glyphs')
+  for i in range(0, len(query), 17):  # The box the crop was cut around is of its category.
+    rows = source.boxes(query.videos[i], query.times[i])
+    box = np.array([rows[name] for name in ('x0', 'y0', 'x1', 'y1')]).T
+    match = np.flatnonzero(np.all(np.isclose(box, query.boxes[i], atol=1e-3), axis=1))
+    assert rows['category'][match[0]] == query.labels[i]
+    assert query.typefaces[i] == source.typeface(query.videos[i], rows['instance'][match[0]])
+  colours = fewshot.few_shot_nn_accuracy(
+      encoders.flat_centred(_colour_histograms(support.images)), support.labels,
+      encoders.flat_centred(_colour_histograms(query.images)), query.labels, shots=5)
   assert colours.mean() < 0.2

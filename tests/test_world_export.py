@@ -11,7 +11,7 @@ import pytest
 from configs import npair
 from vidjax import train, world as world_cli
 from vidjax.data import sources
-from vidjax.data.sources import world
+from vidjax.data.sources import world, world_glyphs
 from vidjax.errors import ConfigError
 from vidjax.evaluate import datasets
 
@@ -79,6 +79,33 @@ def test_the_monitor_watches_the_user_s_crops(exported, tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   records = [line for line in open(tmp_path / 'run' / 'metrics.jsonl') if 'knn_top1' in line]
   assert len(records) == 2 and all('context_match' in line for line in records)
+
+
+def test_glyphs_export_keeps_typefaces_apart_and_labels_right(tmp_path):
+  out = tmp_path / 'glyphs'
+  world_cli.export(str(out), num_videos=2, num_frames=6, support_per_class=2,
+                   query_per_class=2, crop_size=32, family='glyphs')
+  config = npair.get_config('smoke')
+  config.data.frame_size = 0
+  videos = sources.open_source(f'videos:{out / "videos"}', config)
+  rendered = world.SyntheticWorld(0, 'train', 2, 6, 96, family='glyphs')
+  difference = np.abs(videos.frame(1, 3).astype(float) - rendered.frame(1, 3)).mean()
+  assert difference < 8
+  for split in ('support', 'query'):
+    with open(out / split / 'crops.csv') as f:
+      rows = list(csv.DictReader(f))
+    assert {row['category'] for row in rows} == {
+        world_cli.folder_name(c) for c in world.FAMILIES['glyphs']}
+    assert {row['typeface'] for row in rows} <= set(world_glyphs.EVAL_TYPEFACES)
+    source = world.SyntheticWorld(0, split, 10**6, family='glyphs')
+    for row in rows[::5]:  # The folder is the category of the object the crop is cut around.
+      box = np.array(row['box'].split(), float)
+      boxes = source.boxes(int(row['video']), int(row['frame']))
+      corners = np.array([boxes[name] for name in ('x0', 'y0', 'x1', 'y1')]).T
+      nearest = np.argmin(np.abs(corners - box).sum(axis=1))
+      assert world_cli.folder_name(world.FAMILIES['glyphs'][boxes['category'][nearest]]) == (
+          row['category'])
+  assert '"family": "glyphs"' in (out / 'world.json').read_text()
 
 
 def test_export_never_overwrites(exported):

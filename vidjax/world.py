@@ -1,6 +1,7 @@
 r"""The embedded world written out as a user's data: mp4 videos and labelled crop folders.
 
-  python -m vidjax.world --export=/tmp/world
+  python -m vidjax.world --export=/tmp/world                     # the textures family
+  python -m vidjax.world --export=/tmp/glyphs --family=glyphs
   python main.py --config=configs/npair.py --workdir=runs/world_npair \
       --config.data.train=videos:/tmp/world/videos
   python -m vidjax.evaluate --workdir=runs/world_npair --init=all \
@@ -9,8 +10,8 @@ r"""The embedded world written out as a user's data: mp4 videos and labelled cro
 Writes DIR/videos/<00000>.mp4 (the training videos, H.264, a keyframe every 10 frames),
 DIR/support/<category>/<n>.png and DIR/query/<category>/<n>.png (labelled object crops from
 videos disjoint from the training videos and from each other), each with a crops.csv
-(path, category, context = the background photograph, video, frame, box), and world.json
-(the options). Everything is written into DIR.partial and renamed to DIR when complete;
+(path, category, context = the background photograph, typeface (glyphs family), video,
+frame, box), and world.json (the options). Everything is written into DIR.partial and renamed to DIR when complete;
 an existing DIR is never touched.
 """
 import csv
@@ -38,8 +39,8 @@ def folder_name(category: str) -> str:
 
 def _write_one(task):
   """Renders and encodes one training video; returns its path."""
-  path, seed, video, num_frames, frame_size = task
-  source = world.SyntheticWorld(seed, 'train', video + 1, num_frames, frame_size, _FPS)
+  path, seed, video, num_frames, frame_size, family = task
+  source = world.SyntheticWorld(seed, 'train', video + 1, num_frames, frame_size, _FPS, family)
   write_video(path, (source.frame(video, t) for t in range(num_frames)), _FPS)
   return path
 
@@ -48,11 +49,12 @@ def write_crops(out: str, crops: world_crops.LabelledCrops):
   """out/<category>/<n>.png for every crop, and out/crops.csv describing them."""
   rows = []
   for n, (image, label) in enumerate(zip(crops.images, crops.labels)):
-    relative = os.path.join(folder_name(world.CATEGORIES[label]), f'{n:05d}.png')
-    os.makedirs(os.path.join(out, os.path.dirname(relative)), exist_ok=True)
+    category = folder_name(crops.class_names[label])
+    relative = os.path.join(category, f'{n:05d}.png')
+    os.makedirs(os.path.join(out, category), exist_ok=True)
     Image.fromarray(image).save(os.path.join(out, relative))
-    rows.append({'path': relative, 'category': folder_name(world.CATEGORIES[label]),
-                 'context': crops.contexts[n], 'video': int(crops.videos[n]),
+    rows.append({'path': relative, 'category': category, 'context': crops.contexts[n],
+                 'typeface': crops.typefaces[n], 'video': int(crops.videos[n]),
                  'frame': int(crops.times[n]),
                  'box': ' '.join(f'{v:.1f}' for v in crops.boxes[n])})
   with open(os.path.join(out, CROPS_CSV), 'w', newline='') as f:
@@ -62,21 +64,24 @@ def write_crops(out: str, crops: world_crops.LabelledCrops):
 
 
 def export(out: str, *, seed=0, num_videos=1000, num_frames=64, frame_size=96,
-           support_per_class=50, query_per_class=100, crop_size=64, workers=0):
+           support_per_class=50, query_per_class=100, crop_size=64, workers=0,
+           family='textures'):
   """Writes the world to `out` (see the module docstring)."""
   if os.path.exists(out):
     raise ValueError(f'--export={out} exists; give a new folder (nothing in it is touched)')
+  if family not in world.FAMILIES:
+    raise ValueError(f'--family={family}: unknown; expected one of {", ".join(world.FAMILIES)}')
   partial = f'{out}.partial'
   shutil.rmtree(partial, ignore_errors=True)  # A crashed export's leftovers.
   os.makedirs(os.path.join(partial, 'videos'))
-  options = dict(seed=seed, num_videos=num_videos, num_frames=num_frames,
+  options = dict(family=family, seed=seed, num_videos=num_videos, num_frames=num_frames,
                  frame_size=frame_size, fps=_FPS, support_per_class=support_per_class,
                  query_per_class=query_per_class, crop_size=crop_size)
   for split, per_class in (('support', support_per_class), ('query', query_per_class)):
     write_crops(os.path.join(partial, split), world_crops.labelled_crops(
-        seed, split, per_class, crop_size, frame_size=frame_size))
+        seed, split, per_class, crop_size, frame_size=frame_size, family=family))
   tasks = [(os.path.join(partial, 'videos', f'{video:05d}.mp4'), seed, video, num_frames,
-            frame_size) for video in range(num_videos)]
+            frame_size, family) for video in range(num_videos)]
   started = time.time()
   with multiprocessing.get_context('spawn').Pool(workers) if workers else _Serial() as pool:
     for done, _ in enumerate(pool.imap_unordered(_write_one, tasks), 1):
@@ -112,7 +117,7 @@ def main(argv):
     export(os.path.expanduser(f.export), seed=f.seed, num_videos=f.num_videos,
            num_frames=f.num_frames, frame_size=f.frame_size,
            support_per_class=f.support_per_class, query_per_class=f.query_per_class,
-           crop_size=f.crop_size, workers=f.workers)
+           crop_size=f.crop_size, workers=f.workers, family=f.family)
   except ValueError as e:
     sys.exit(f'error: {e}')
   print(f'written: {f.export} (train with --config.data.train=videos:{f.export}/videos)')
@@ -121,6 +126,8 @@ def main(argv):
 def _define_flags():
   # Only when run as a program: importing export() must not claim flag names.
   flags.DEFINE_string('export', None, 'Output folder (must not exist yet).')
+  flags.DEFINE_string('family', 'textures', 'World family: textures or glyphs '
+                      '(vidjax/data/sources/world.py).')
   flags.DEFINE_integer('seed', 0, 'World seed (config.synthetic.seed).')
   flags.DEFINE_integer('num_videos', 1000, 'Training videos to write.')
   flags.DEFINE_integer('num_frames', 64, 'Frames per video.')

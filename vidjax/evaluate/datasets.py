@@ -1,8 +1,9 @@
 """Labelled image sets for evaluation: support (few-shot labelled) and query (validation).
 
 Specs:
-  synthetic          the embedded world's object crops (support or query split, from videos
-                     disjoint from training and from each other)
+  synthetic[:FAMILY] the embedded world's object crops (support or query split, from videos
+                     disjoint from training and from each other); plain `synthetic` is the
+                     family config.data.train trains on (textures when it is no world)
   imagefolder:DIR    one sub-folder per category of image crops (the field's usual layout);
                      an optional DIR/crops.csv (columns path, context) says what surrounds
                      each crop's object, e.g. its background photograph
@@ -21,7 +22,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from vidjax.data.sources import base, world, world_crops
+from vidjax.data import sources
+from vidjax.data.sources import base, world_crops
 from vidjax.errors import ConfigError
 
 CROPS_CSV = 'crops.csv'  # An imagefolder's optional listing: path, context, ...
@@ -127,14 +129,15 @@ def tfds_images(rest: str, data_dir: str, flag: str) -> LabelledImages:
                         [f'{name}/{split or "train"}/{i}' for i in range(len(data))], load)
 
 
-def synthetic_crops(split: str, config) -> LabelledImages:
+def synthetic_crops(split: str, config, family: str = 'textures') -> LabelledImages:
   per_class = (config.monitor.support_per_class if split == 'support'
                else config.monitor.query_per_class)
   crops = world_crops.labelled_crops(
       seed=config.synthetic.seed, split=split, per_class=per_class,
-      crop_size=config.image_size, frame_size=config.synthetic.frame_size)
-  return LabelledImages(world.CATEGORIES, crops.labels,
-                        [f'synthetic/{split}/{i}' for i in range(len(crops))],
+      crop_size=config.image_size, frame_size=config.synthetic.frame_size, family=family)
+  name = 'synthetic' if family == 'textures' else f'synthetic/{family}'
+  return LabelledImages(crops.class_names, crops.labels,
+                        [f'{name}/{split}/{i}' for i in range(len(crops))],
                         lambda i: crops.images[i], contexts=crops.contexts)
 
 
@@ -151,13 +154,16 @@ def open_labelled(spec: str, split: str, config, flag: str) -> LabelledImages:
   """The labelled set named by spec; `split` (support|query) picks the synthetic split."""
   kind, _, rest = spec.partition(':')
   if kind == 'synthetic':
-    images = synthetic_crops(split, config)
+    trained_on = config.data.train
+    if not rest and trained_on.partition(':')[0] == 'synthetic':
+      spec = trained_on  # Plain `synthetic`: the family the run trains on.
+    images = synthetic_crops(split, config, sources.world_family(spec, f'{flag}={spec!r}'))
   elif kind == 'imagefolder' and rest:
     images = image_folder(os.path.expanduser(rest), flag)
   elif kind == 'tfds' and rest:
     images = tfds_images(rest, config.data.tfds_data_dir, flag)
   else:
-    raise ConfigError(f'{flag}={spec!r}: expected synthetic, imagefolder:DIR or '
+    raise ConfigError(f'{flag}={spec!r}: expected synthetic[:FAMILY], imagefolder:DIR or '
                       'tfds:NAME[:SPLIT]')
   if not len(images):
     raise ConfigError(f'{flag}={spec!r}: no readable labelled images'

@@ -1,7 +1,8 @@
 """Frame sources: random access to frames by (video, frame index); `open_source(spec)`.
 
 Spec strings (config.data.train), one module each:
-  synthetic          the embedded synthetic world (config.synthetic)              world.py
+  synthetic[:FAMILY] the embedded synthetic world (config.synthetic), of one of    world.py
+                     world.FAMILIES (default textures)
   videos:DIR         every video file under DIR, decoded with PyAV and resampled  videos.py
                      to config.data.fps (0 = each video's own rate)
   frames:DIR         every folder of images under DIR is one video                frames.py
@@ -19,13 +20,13 @@ import os
 
 from absl import logging
 
-from vidjax.data.sources import base
+from vidjax.data.sources import base, world
 from vidjax.data.sources.frames import FrameFolders
 from vidjax.data.sources.npy import NpyArrays
 from vidjax.data.sources.world import SyntheticWorld
 from vidjax.errors import ConfigError
 
-SOURCE_KINDS = ('synthetic', 'videos:DIR', 'frames:DIR', 'npy:DIR', 'arrayrecord:DIR',
+SOURCE_KINDS = ('synthetic[:FAMILY]', 'videos:DIR', 'frames:DIR', 'npy:DIR', 'arrayrecord:DIR',
                 'tfds:NAME[:SPLIT]')
 _EXPECTED = {
     'videos': f'video files ({", ".join(e[1:] for e in base.VIDEO_EXTENSIONS)})',
@@ -33,6 +34,15 @@ _EXPECTED = {
     'npy': 'N x H x W x 3 uint8 .npy files',
     'arrayrecord': 'frames prepared by python -m vidjax.prepare',
 }
+
+
+def world_family(spec: str, where: str) -> str:
+  """The family of the embedded world that a 'synthetic[:FAMILY]' spec names."""
+  family = spec.partition(':')[2] or 'textures'
+  if family not in world.FAMILIES:
+    raise ConfigError(f'{where}: unknown world family {family!r}; expected synthetic or '
+                      f'synthetic:FAMILY with FAMILY one of {", ".join(world.FAMILIES)}')
+  return family
 
 
 def open_source(spec: str, config, where: str = '', keyframes_only: bool = False):
@@ -46,7 +56,7 @@ def open_source(spec: str, config, where: str = '', keyframes_only: bool = False
   if keyframes_only and kind != 'videos':
     raise ConfigError(f'{where}: keyframes only applies to videos:DIR sources, not {kind}')
   if kind == 'synthetic':
-    return SyntheticWorld(split='train', **config.synthetic)
+    return SyntheticWorld(split='train', family=world_family(spec, where), **config.synthetic)
   # PyAV, ArrayRecord and TFDS (slow to import) load only when their kind of source is used.
   if kind == 'tfds':
     from vidjax.data.sources.tfds import open_tfds

@@ -1,6 +1,12 @@
 """The embedded video world: drawn objects moving over real photographs, seen by a camera
 that pans and zooms across them. The project's default data and its test fixture.
 
+It comes in FAMILIES that differ in what tells the categories apart, so that a recipe can be
+checked on more than the world it was tuned on: `textures` (below: a category is a texture
+pattern on a shape) and `glyphs` (world_glyphs.py: a category is a character, drawn in many
+typefaces and filled with a flat colour or another photograph's texture, so that only its
+outline says what it is). Everything else (camera, motion, light, occlusion) is shared.
+
 Every video is a window onto one of PHOTOS (the photographs that ship inside scikit-image):
 the camera pans and zooms across it, so backgrounds are textured, temporally coherent and
 shared by many videos, as on a day of dash-cam footage. Over it move 2-5 objects of
@@ -25,14 +31,17 @@ import operator
 
 import numpy as np
 
-from vidjax.data.sources import world_camera as camera, world_render as render
+from vidjax.data.sources import world_camera as camera, world_glyphs as glyphs
+from vidjax.data.sources import world_render as render
 
 _CATEGORY_PARTS = (
     ('striped', 'disc'), ('checkered', 'square'), ('dotted', 'triangle'), ('ringed', 'star'),
     ('zigzag', 'hexagon'), ('gridded', 'cross'), ('pinwheel', 'diamond'), ('wavy', 'crescent'),
     ('speckled', 'heart'), ('bordered', 'arrow'),
 )
-CATEGORIES = tuple(f'{texture} {shape}' for texture, shape in _CATEGORY_PARTS)
+CATEGORIES = tuple(f'{texture} {shape}' for texture, shape in _CATEGORY_PARTS)  # textures'
+FAMILIES = {'textures': CATEGORIES,
+            'glyphs': tuple(f'glyph {character}' for character in glyphs.CHARACTERS)}
 PHOTOS = camera.PHOTOS
 SPLITS = ('train', 'support', 'query')
 # Rows of SyntheticWorld.boxes: one per object at least partly inside the frame. Boxes are the
@@ -91,6 +100,7 @@ class _VideoPlan:
   outline_layer: np.ndarray  # (P,) layer of each outline point
   outline_starts: np.ndarray  # (L,) first outline point of each layer
   categories: np.ndarray  # (L,) category per layer, -1 for distractors
+  typefaces: tuple  # (L,) the glyphs family's typeface per layer, '' for anything else
   motion: _Motion
   camera: camera.Camera
   lighting: camera.Lighting
@@ -106,27 +116,43 @@ def _sinusoids(rng, shape, amplitude, speed):
 # Sized for a training run's whole set of videos: building a plan costs far more than
 # rendering a frame, and training visits the videos in random order.
 @functools.lru_cache(maxsize=1024)
-def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _VideoPlan:
-  rng = np.random.default_rng([seed, SPLITS.index(split), video_id])
+def _video_plan(seed: int, split: str, video_id: int, frame_size: int,
+                family: str) -> _VideoPlan:
+  words = [seed, SPLITS.index(split), video_id] + ([] if family == 'textures' else [1])
+  rng = np.random.default_rng(words)
   shape = frame_shape(frame_size)
   px = frame_size / _REFERENCE_HEIGHT
-  objects = rng.integers(0, len(CATEGORIES), rng.integers(2, 6))
+  # Glyphs are filled from a photograph other than the background, so it is chosen first.
+  view = (camera.plan_camera(rng, shape, camera.photos(frame_size), px)
+          if family == 'glyphs' else None)
+  objects = rng.integers(0, len(FAMILIES[family]), rng.integers(2, 6))
   # Array order is z-order, front first; distractors mix in between objects.
   categories = rng.permutation(np.concatenate([objects, np.full(rng.integers(0, 3), -1)]))
   count = categories.size
   pulse = rng.uniform(0, _MAX_PULSE, count)
   clutter = _clutter_bank(frame_size)
-  sprites = []
+  sprites, typefaces = [], []
   for category, peak_scale in zip(categories, 1 + pulse):
-    if category >= 0:
-      texture, shape_name = _CATEGORY_PARTS[category]
+    typeface = ''
+    if category < 0:
+      stencil = render.pick(clutter['patch' if rng.random() < 0.5 else 'blob'], rng)
+      sprites.append(render.colourise(_padded_for_warping(stencil), rng))
+    else:
       # Drawn at the peak of the scale oscillation, so warping only ever shrinks it.
       radius = rng.uniform(9, 18) * px * peak_scale
-      stencil = render.draw_stencil(render.SHAPES[shape_name], texture, radius, rng,
-                                    variation=True)
-    else:
-      stencil = render.pick(clutter['patch' if rng.random() < 0.5 else 'blob'], rng)
-    sprites.append(render.colourise(_padded_for_warping(stencil), rng))
+      if family == 'glyphs':
+        faces = glyphs.typefaces(split)
+        typeface = faces[rng.integers(len(faces))]
+        outline = glyphs.glyph_shape(glyphs.CHARACTERS[category], typeface)
+        stencil = render.draw_stencil(outline, None, radius, rng, variation=True)
+        sprites.append(glyphs.fill(_padded_for_warping(stencil), camera.photos(frame_size),
+                                   view.photo, rng))
+      else:
+        texture, shape_name = _CATEGORY_PARTS[category]
+        stencil = render.draw_stencil(render.SHAPES[shape_name], texture, radius, rng,
+                                      variation=True)
+        sprites.append(render.colourise(_padded_for_warping(stencil), rng))
+    typefaces.append(typeface)
   # Like real objects, most stay near their canonical pose and sway; some tumble.
   tumbling = (categories < 0) | (rng.random(count) < _TUMBLING_FRACTION)
   still = (categories >= 0) & (rng.random(count) < _STILL_FRACTION)
@@ -142,7 +168,8 @@ def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _Video
       pulse=pulse, pulse_omega=rng.uniform(0.02, 0.08, count),
       pulse_phase=rng.uniform(0, 2 * np.pi, count), still=still)
   lighting = camera.plan_lighting(rng)
-  view = camera.plan_camera(rng, shape, camera.photos(frame_size), px)
+  if view is None:
+    view = camera.plan_camera(rng, shape, camera.photos(frame_size), px)
   stencils = [sprite.stencil for sprite in sprites]
   for sprite in sprites:
     sprite.rgba.flags.writeable = False
@@ -153,7 +180,7 @@ def _video_plan(seed: int, split: str, video_id: int, frame_size: int) -> _Video
       outlines=np.concatenate([stencil.outline for stencil in stencils]).T,
       outline_layer=np.repeat(np.arange(count), [len(stencil.outline) for stencil in stencils]),
       outline_starts=np.cumsum([0] + [len(stencil.outline) for stencil in stencils[:-1]]),
-      categories=categories, motion=motion, camera=view, lighting=lighting,
+      categories=categories, typefaces=tuple(typefaces), motion=motion, camera=view, lighting=lighting,
       noise_key=int(rng.integers(2**31)))
 
 
@@ -250,9 +277,12 @@ class SyntheticWorld:
   """Random-access procedural videos; picklable and safe to read from several threads."""
 
   def __init__(self, seed: int = 0, split: str = 'train', num_videos: int = 200,
-               num_frames: int = 64, frame_size: int = 96, fps: float = 10.0):
+               num_frames: int = 64, frame_size: int = 96, fps: float = 10.0,
+               family: str = 'textures'):
     if split not in SPLITS:
       raise ValueError(f"split: unknown {split!r}; expected one of {', '.join(SPLITS)}")
+    if family not in FAMILIES:
+      raise ValueError(f"family: unknown {family!r}; expected one of {', '.join(FAMILIES)}")
     for name, value, minimum in (('seed', seed, 0), ('num_videos', num_videos, 1),
                                  ('num_frames', num_frames, 1), ('frame_size', frame_size, 48)):
       if operator.index(value) < minimum:
@@ -260,6 +290,7 @@ class SyntheticWorld:
     if not fps > 0:
       raise ValueError(f'fps: must be positive, got {fps}')
     self.seed, self.split, self.frame_size = int(seed), split, int(frame_size)
+    self.family, self.categories = family, FAMILIES[family]
     self.shape = frame_shape(self.frame_size)
     self.fps = float(fps)
     self._num_videos, self._num_frames = int(num_videos), int(num_frames)
@@ -273,12 +304,18 @@ class SyntheticWorld:
 
   def video_name(self, video_id: int) -> str:
     self._check_video(video_id)
-    return f'synthetic/{self.split}/{video_id:05d}'
+    family = '' if self.family == 'textures' else f'{self.family}/'
+    return f'synthetic/{family}{self.split}/{video_id:05d}'
 
   def context(self, video_id: int) -> str:
     """The photograph the video's camera looks at (its background), as a PHOTOS name."""
-    self._check_video(video_id)
-    return PHOTOS[_video_plan(self.seed, self.split, int(video_id), self.frame_size).camera.photo]
+    return PHOTOS[self._plan(video_id).camera.photo]
+
+  def typeface(self, video_id: int, instance: int) -> str:
+    """The typeface of object `instance` (as in boxes()) of a glyphs video; '' otherwise."""
+    plan = self._plan(video_id)
+    return [face for face, category in zip(plan.typefaces, plan.categories)
+            if category >= 0][instance]
 
   def frame(self, video_id: int, t: int) -> np.ndarray:
     """(height, width, 3) uint8 frame t of video `video_id`; see frame_shape."""
@@ -312,8 +349,8 @@ class SyntheticWorld:
     if not 0 <= operator.index(video_id) < self._num_videos:
       raise ValueError(f'video_id: {video_id} out of range [0, {self._num_videos})')
 
-  def _plan(self, video_id: int, t: int) -> _VideoPlan:
+  def _plan(self, video_id: int, t: int = 0) -> _VideoPlan:
     self._check_video(video_id)
     if not 0 <= operator.index(t) < self._num_frames:
       raise ValueError(f't: {t} out of range [0, {self._num_frames})')
-    return _video_plan(self.seed, self.split, int(video_id), self.frame_size)
+    return _video_plan(self.seed, self.split, int(video_id), self.frame_size, self.family)
