@@ -189,7 +189,8 @@ def test_sources_survive_pickling_after_reading(clips, frame_folders):
     ('videos:{file}', r'is not a folder'),
     ('videos:', r"config.data.train='videos:': no folder given; expected videos:DIR"),
     ('youtube:abc', r"config.data.train='youtube:abc': unknown source kind 'youtube'; expected "
-     r'one of: synthetic, videos:DIR, frames:DIR, npy:DIR, arrayrecord:DIR, tfds:NAME'),
+     r'one of: synthetic\[:FAMILY\], videos:DIR, frames:DIR, npy:DIR, arrayrecord:DIR, '
+     r'tfds:NAME\[:SPLIT\]'),
     ('arrayrecord:{empty}', r'empty has no index.json; expected the output folder of python -m '
      r'vidjax.prepare'),
 ])
