@@ -47,12 +47,19 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pooled feature predicts each view's HOG descriptor, taken before colour augmentation
   # when that runs on the device (data.photometric.on_device; losses.hog_prediction_loss);
   # 0 = off.
+  # distill_weight: of an added objective, HOG as a teacher of the features evaluation reads
+  # (the pooled encoder output): per view, the softmax of its cosines to the batch's other
+  # views under HOG (at distill_teacher_temperature) is the target of the same under the
+  # features (at distill_temperature; losses.similarity_distillation_loss); 0 = off.
+  # distill_hog_cell, distill_hog_block: the teacher's HOG cell (px) and block (cells).
   # mix_weight: a mixup regulariser, a third forward pass of the two views mixed across
   # samples (losses.mixed_loss): Mixed Barlow Twins' (times redundancy_weight) or, for
   # SimSiam, Un-Mix's; 0 = off.
   config.loss = dict(temperature=0.1, redundancy_weight=5e-3, simsiam_target='pairs',
                      rdm_sigma=0.0, margin=0.2, ifm_epsilon=0.1, ifm_weight=0.0,
-                     hog_weight=0.0, mix_weight=0.0)
+                     hog_weight=0.0, distill_weight=0.0, distill_temperature=0.1,
+                     distill_teacher_temperature=0.02, distill_hog_cell=8,
+                     distill_hog_block=2, mix_weight=0.0)
   # name: sgd | lars | adamw. Peak lr = base_lr scaled by batch size (lr_scaling: linear =
   # B/256, sqrt = sqrt(B), none), reached after warmup_steps, then cosine decay to 0.
   # trust_coefficient: LARS's eta (layer step = lr * eta * |w| / |g|). The papers' 0.001 is

@@ -237,6 +237,32 @@ def test_hog_prediction_loss_is_the_mean_cosine_distance():
                              expected, rtol=1e-5)
 
 
+def test_similarity_distillation_matches_numpy_and_teaches_only_the_student():
+  rng = np.random.default_rng(9)
+  student, teacher = rng.normal(size=(7, 5)), rng.normal(size=(7, 12))  # Dimensions differ.
+
+  def softmax_rows(x, temperature):
+    cosine = _normalize(x) @ _normalize(x).T / temperature
+    rows = []
+    for i in range(len(x)):
+      others = np.delete(cosine[i], i)
+      p = np.exp(others - others.max())
+      rows.append(np.insert(p / p.sum(), i, 0.0))
+    return np.array(rows)
+
+  target, predicted = softmax_rows(teacher, 0.05), softmax_rows(student, 0.2)
+  off_diagonal = ~np.eye(7, dtype=bool)
+  expected = -np.mean(np.sum(target * np.log(np.where(off_diagonal, predicted, 1)), axis=1))
+  np.testing.assert_allclose(
+      losses.similarity_distillation_loss(student, teacher, 0.2, 0.05), expected, rtol=1e-5)
+  # Lowest when the student ranks as the teacher does; the teacher gets no gradient.
+  same = losses.similarity_distillation_loss(teacher, teacher, 0.05, 0.05)
+  assert same < losses.similarity_distillation_loss(student, teacher, 0.05, 0.05)
+  grad_teacher = jax.grad(lambda t: losses.similarity_distillation_loss(
+      jnp.asarray(student), t, 0.2, 0.05))(jnp.asarray(teacher))
+  np.testing.assert_array_equal(grad_teacher, 0.0)
+
+
 def _triplet_numpy(z, video_id, margin, negatives):
   batch, views, dim = z.shape
   z, negatives = _normalize(z), _normalize(negatives)

@@ -144,6 +144,8 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
     (dict(loss=dict(ifm_weight=-0.5)), r'config.loss.ifm_weight must be >= 0, got -0.5'),
     (dict(loss=dict(ifm_epsilon=-0.1)), r'config.loss.ifm_epsilon must be >= 0, got -0.1'),
     (dict(loss=dict(hog_weight=-1.0)), r'config.loss.hog_weight must be >= 0, got -1.0'),
+    (dict(loss=dict(distill_weight=-1.0)), r'config.loss.distill_weight must be >= 0'),
+    (dict(loss=dict(distill_temperature=0.0)), r'config.loss.distill_temperature must be > 0'),
     (dict(loss=dict(rdm_sigma=-2.0)), r'config.loss.rdm_sigma must be >= -1'),
     (dict(loss=dict(mix_weight=-1.0)), r'config.loss.mix_weight must be >= 0'),
     (dict(method='npair', loss=dict(mix_weight=4.0)),
@@ -154,6 +156,9 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
      'needs a predictor, unless config.loss.rdm_sigma'),
     (dict(image_size=8, loss=dict(hog_weight=1.0)),
      r'config.loss.hog_weight=1.0: config.image_size=8: 8 px images hold no 2x2 block'),
+    (dict(loss=dict(distill_weight=1.0, distill_hog_cell=4, distill_hog_block=3)) | dict(
+        image_size=8), r'config.loss.distill_weight=1.0: config.image_size=8: 8 px images '
+     r'hold no 3x3 block of 4 px cells'),
     (dict(data=dict(crop=dict(margin=(0.0, 1.0)))), 'config.data.crop.margin must satisfy'),
     (dict(method='npair', data=dict(crop=dict(negatives=-1))),
      'config.data.crop.negatives must be an integer >= 0'),

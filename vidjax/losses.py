@@ -205,6 +205,27 @@ def hog_prediction_loss(prediction, target):
   return 1 - jnp.mean(jnp.sum(l2_normalize(prediction) * l2_normalize(target), axis=-1))
 
 
+def similarity_distillation_loss(student, teacher, student_temperature: float,
+                                 teacher_temperature: float):
+  """Relational distillation: the student's [N, D] embeddings should rank the other rows as
+  the teacher's [N, E] do (SEED, Fang et al. 2021; CompRess, Abbasi Koohpayegani et al.
+  2020; here within the global batch instead of over a queue, so the two may differ in
+  dimension). Per row, the softmax over its cosines to every other row, teacher's at
+  `teacher_temperature` (sharp: its nearest neighbours) and student's at
+  `student_temperature`; the loss is their cross-entropy H(teacher, student), averaged.
+  """
+  def log_softmax_of_cosines(x, temperature):
+    x = l2_normalize(x)
+    logits = (x @ x.T) / temperature
+    # A large finite negative rather than -inf keeps gradients free of NaNs.
+    logits = jnp.where(jnp.eye(len(x), dtype=bool), -1e9, logits)
+    return jax.nn.log_softmax(logits, axis=1)
+
+  target = jnp.exp(jax.lax.stop_gradient(log_softmax_of_cosines(teacher, teacher_temperature)))
+  return -jnp.mean(jnp.sum(target * log_softmax_of_cosines(student, student_temperature),
+                           axis=1))
+
+
 def _simsiam(outputs, video_id, loss_config, negatives=None):
   # Without a learned predictor (rank-filtered targets only) the projection is the prediction.
   return simsiam_loss(outputs.get('p', outputs['z']), outputs['z'], loss_config.simsiam_target,
@@ -278,8 +299,10 @@ def check_config(config):
     require(not value or config.method in USES_NEGATIVES,
             f'config.data.{name}={value}: {config.method} has no negatives; only '
             f'{", ".join(USES_NEGATIVES)} use them')
-  require(config.loss.hog_weight >= 0,
-          f'config.loss.hog_weight must be >= 0, got {config.loss.hog_weight}')
+  for name in ('hog_weight', 'distill_weight'):
+    require(config.loss[name] >= 0, f'config.loss.{name} must be >= 0, got {config.loss[name]}')
+  for name in ('distill_temperature', 'distill_teacher_temperature'):
+    require(config.loss[name] > 0, f'config.loss.{name} must be > 0, got {config.loss[name]}')
   require(config.loss.mix_weight >= 0,
           f'config.loss.mix_weight must be >= 0, got {config.loss.mix_weight}')
   require(not config.loss.mix_weight or (config.method in MIXED_LOSSES

@@ -53,6 +53,10 @@ def apply_to_views(model, variables, views, bn_per_view: bool):
   return {k: jnp.stack([o[k] for o in per_view], axis=1) for k in per_view[0]}, batch_stats
 
 
+def _centred(descriptors):
+  return descriptors - jnp.mean(descriptors, axis=-1, keepdims=True)
+
+
 def train_step(state, batch, rng, *, model, tx, schedule, config):
   """One optimisation step on a global batch of K-view samples: (state, metrics).
 
@@ -65,11 +69,15 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   if 'negatives' in batch:
     views = jnp.concatenate([views, batch['negatives']], axis=1)
   images = views.reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
-  hog_target = None
-  if config.loss.hog_weight:  # Of the views as they arrive: before on-device colour changes.
-    hog_target = hog.hog(batch['views'].reshape((-1,) + views.shape[2:]).astype(jnp.float32)
-                         / 255, xp=jnp)
-    hog_target -= jnp.mean(hog_target, axis=-1, keepdims=True)  # As --init=hog embeds it.
+  # HOG of the views as they arrive, before on-device colour changes, centred as --init=hog
+  # embeds it: the target of hog_weight's prediction and the teacher of distill_weight's.
+  raw_views = batch['views'].reshape((-1,) + views.shape[2:]).astype(jnp.float32) / 255
+  hog_target = teacher = None
+  if config.loss.hog_weight:
+    hog_target = _centred(hog.hog(raw_views, xp=jnp))
+  if config.loss.distill_weight:
+    teacher = _centred(hog.hog(raw_views, cell=config.loss.distill_hog_cell,
+                               block=config.loss.distill_hog_block, xp=jnp))
   photometric_config = config.data.photometric
   if photometric_config.on_device:
     draws = jax.random.uniform(rng, (images.shape[0], augment.num_draws(photometric_config)))
@@ -97,14 +105,21 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
       loss += config.loss.mix_weight * losses.mixed_loss(
           config.method, outputs, mixed, alpha, permutation, config.loss)
     hog_loss = 0.0
-    if hog_target is not None:
+    if config.loss.hog_weight:
       hog_loss = losses.hog_prediction_loss(
           outputs['hog'].reshape(hog_target.shape), hog_target)
-    return loss + config.loss.hog_weight * hog_loss, (outputs['feature'], batch_stats,
-                                                      hog_loss)
+    distill_loss = 0.0
+    if config.loss.distill_weight:  # HOG as the teacher of the features evaluation reads.
+      distill_loss = losses.similarity_distillation_loss(
+          outputs['feature'].reshape(len(teacher), -1), teacher,
+          config.loss.distill_temperature, config.loss.distill_teacher_temperature)
+    total = (loss + config.loss.hog_weight * hog_loss
+             + config.loss.distill_weight * distill_loss)
+    return total, (outputs['feature'], batch_stats, {'hog_loss': hog_loss,
+                                                    'distill_loss': distill_loss})
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (features, batch_stats, hog_loss)), grads = grad_fn(state['params'])
+  (loss, (features, batch_stats, extra_losses)), grads = grad_fn(state['params'])
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   features = losses.l2_normalize(features).reshape(batch_size * num_views, -1)
@@ -116,8 +131,10 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
       'embed_std': jnp.mean(jnp.std(features, axis=0)),
       'grad_norm': optax.global_norm(grads),
   }
-  if hog_target is not None:
-    metrics['hog_loss'] = hog_loss
+  for name, weight in (('hog_loss', config.loss.hog_weight),
+                       ('distill_loss', config.loss.distill_weight)):
+    if weight:
+      metrics[name] = extra_losses[name]
   new_state = dict(state, step=state['step'] + 1, params=params, batch_stats=batch_stats,
                    opt_state=opt_state)
   return new_state, metrics

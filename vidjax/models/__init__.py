@@ -50,12 +50,15 @@ def check_config(config):
           and side % model.pool_grid == 0,
           f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
           f'the last feature map\'s side, {side} at config.image_size={config.image_size}')
-  if config.loss.hog_weight:
-    try:
-      hog.hog_size(config.image_size)
-    except ValueError as error:
-      raise ConfigError(f'config.loss.hog_weight={config.loss.hog_weight}: config.image_size='
-                        f'{config.image_size}: {error}') from None
+  loss = config.loss
+  for name, cell, block in (('hog_weight', 8, 2),
+                            ('distill_weight', loss.distill_hog_cell, loss.distill_hog_block)):
+    if config.loss[name]:
+      try:
+        hog.hog_size(config.image_size, cell, block)
+      except ValueError as error:
+        raise ConfigError(f'config.loss.{name}={config.loss[name]}: config.image_size='
+                          f'{config.image_size}: {error}') from None
   head = config.head
   for name in ('proj_dim', 'proj_hidden_dim', 'proj_layers'):
     require(isinstance(head[name], int) and head[name] > 0,
