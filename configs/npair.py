@@ -14,4 +14,8 @@ def get_config(arg=None):
   config.loss.temperature = 0.1
   # SimCLR: LARS; for small batches lr = 0.075 * sqrt(B), weight decay 1e-6.
   config.optim.update(name='lars', base_lr=0.075, lr_scaling='sqrt', weight_decay=1e-6)
+  # HOG as a teacher of the pooled 2x2 grid feature, beside the temporal loss: what lifted
+  # N-pair on both world families (docs/experiments.md, "World families").
+  config.model.pool_grid = 2
+  config.loss.update(distill_weight=5.0, distill_hog_cell=4, distill_hog_block=3)
   return config

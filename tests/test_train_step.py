@@ -65,6 +65,9 @@ def test_four_devices_equal_one(config_module, bn_per_view, hog_weight, mix_weig
     np.testing.assert_allclose(metrics4['hog_loss'], metrics1['hog_loss'], rtol=1e-5)
     assert not np.allclose(state1['params']['hog_head']['Dense_1']['kernel'],
                            initial['hog_head']['Dense_1']['kernel'])
+  if config.loss.distill_weight:  # N-pair's HOG teacher: a cross-entropy over the batch.
+    assert np.isfinite(metrics1['distill_loss']) and metrics1['distill_loss'] > 0
+    np.testing.assert_allclose(metrics4['distill_loss'], metrics1['distill_loss'], rtol=1e-5)
 
 
 @pytest.mark.parametrize('bn_per_view', [False, True])
