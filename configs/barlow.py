@@ -23,6 +23,10 @@ def get_config(arg=None):
   # weight, 4 x lambda. Without it the monitor stopped rising after step 200
   # (docs/experiments.md).
   config.loss.mix_weight = 4.0
+  # HOG as a teacher of the pooled feature, beside the temporal loss: N-pair's recipe across
+  # the world families (docs/experiments.md, "World families"). Barlow's loss is ~10x
+  # N-pair's, so the teacher's weight is 10x too: at 5 glyphs' 5-shot was 0.206, at 50 0.337.
+  config.loss.update(distill_weight=50.0, distill_hog_cell=4, distill_hog_block=3)
   # The third pass costs a fifth of the throughput: 500 steps fit the 15 minutes (README).
   if arg != 'smoke':
     config.total_steps = 500

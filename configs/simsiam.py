@@ -26,6 +26,10 @@ def get_config(arg=None):
   # short run than RDM's CIFAR recipe (SGD, lr 0.5 * B / 256, wd 1e-5), under which SimSiam's
   # kNN flattened after step 200 (docs/experiments.md).
   config.optim.update(name='lars', base_lr=0.075, lr_scaling='sqrt', weight_decay=1e-6)
+  # HOG as a teacher of the pooled 2x2 grid feature, beside the temporal loss: N-pair's
+  # recipe across the world families (docs/experiments.md, "World families").
+  config.model.pool_grid = 2
+  config.loss.update(distill_weight=5.0, distill_hog_cell=4, distill_hog_block=3)
   # 500 steps passed the 15 minutes on a slow day of the 2-core CPU (docs/experiments.md).
   if arg != 'smoke':
     config.total_steps = 400
