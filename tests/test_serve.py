@@ -58,7 +58,9 @@ def test_search_label_propose_answer_export(index_folder, tmp_path):
     assert client.get('/api/health').json()['status'] == 'ok'
     found = _search(client, _query_image(index_folder), k=10, window='0')
     hits = found['hits']
-    assert len(hits) == 10 and hits[0]['score'] > 0.99
+    # The query is the region re-cut at 64 px from the frame; under 2x2 grid pooling that
+    # moves its cosine to the indexed vector a little off 1.
+    assert len(hits) == 10 and hits[0]['score'] > 0.95
     assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
     assert sum(found['histogram']['counts']) == found['histogram']['of']
     assert client.post('/api/labels', json={'name': 'striped disc'}).status_code == 201
