@@ -47,11 +47,12 @@ def test_four_devices_equal_one(config_module, bn_per_view, hog_weight, mix_weig
   # its whitened targets come from an SVD of the batch, 1.5e-7 apart on 4 devices and on 1.
   np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5, atol=1e-6)
   # atol: a BatchNorm bias's gradient sums over every pixel of the batch; summed over 4
-  # devices in another order, two steps at N-pair's learning rate leave up to ~4e-5.
+  # devices in another order, two steps leave up to ~4e-5 (N-pair), ~9e-5 (Barlow Twins,
+  # whose HOG teacher's weight is 50).
   for name in ('params', 'batch_stats', 'opt_state'):
     jax.tree_util.tree_map_with_path(
         lambda path, a, b: np.testing.assert_allclose(
-            a, b, rtol=2e-4, atol=5e-5, err_msg=name + jax.tree_util.keystr(path)),
+            a, b, rtol=2e-4, atol=1.5e-4, err_msg=name + jax.tree_util.keystr(path)),
         state4[name], state1[name])
   # The step really changed the parameters.
   initial = jax.device_get(build_model(config).init(
@@ -109,6 +110,7 @@ def test_zero_init_residual_sets_last_block_scales(zero_init_residual):
 
 def test_encoder_feature_map_pools_to_the_feature():
   config = npair.get_config('smoke')
+  config.model.pool_grid = 1  # Global average pooling: the feature is the map's mean.
   encoder = build_model(config).encoder
   images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
   variables = encoder.init(jax.random.PRNGKey(0), images, train=False)
@@ -123,8 +125,9 @@ def test_bfloat16_step_agrees_with_float32():
   BatchNorm statistics and loss. Two steps agree with float32 to bf16's precision (8 bits
   of mantissa, ~0.4% per rounding): loss within 2% or 0.002 (1.3% measured for the default
   colour augmentation, 0.45% with grayscale on half the views), and
-  the parameter updates' direction (cosine over all parameters) above 0.95 (0.96 measured
-  for N-pair's LARS at random init, whose 8-channel smoke convolutions round the most)."""
+  the parameter updates' direction (cosine over all parameters) above 0.93 (0.96 measured
+  for N-pair's LARS at random init, whose 8-channel smoke convolutions round the most;
+  0.948 with its HOG teacher, whose sharp softmax at temperature 0.02 amplifies rounding)."""
   config = npair.get_config('smoke')
   config.optim.warmup_steps = 0
   config.data.photometric.solarize_prob = 0.0  # A step function: see the test above.
@@ -145,7 +148,7 @@ def test_bfloat16_step_agrees_with_float32():
   update32 = flat(state32['params']) - flat(initial['params'])
   update16 = flat(state16['params']) - flat(initial['params'])
   cosine = update16 @ update32 / np.linalg.norm(update16) / np.linalg.norm(update32)
-  assert cosine > 0.95, cosine
+  assert cosine > 0.93, cosine
   features = build_model(config).apply(
       {'params': state16['params'], 'batch_stats': state16['batch_stats']},
       np.zeros((2, 32, 32, 3), np.float32), train=False)
