@@ -20,6 +20,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 200
   config.checkpoint_every = 200
   config.keep_checkpoints = 3
+  # 0: resume from the latest checkpoint in the workdir. N: from checkpoint N (when the
+  # latest cannot be restored); the later ones are moved to WORKDIR/set_aside/.
+  config.resume_step = 0
 
   # Encoder: resnet10 | resnet18 | resnet34 | resnet50; width multiplies channels.
   # zero_init_residual: each residual block starts as the identity (last BN scale 0).

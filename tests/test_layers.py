@@ -12,6 +12,7 @@ VIDJAX = Path(__file__).resolve().parents[1] / 'vidjax'
 # matches a module's name gives its layer.
 LAYERS = [
     ('vidjax.errors', 0), ('vidjax.atomic', 0), ('vidjax.cli', 0), ('vidjax.hog', 0),
+    ('vidjax.disk_space', 0), ('vidjax.writer_lock', 0),
     ('vidjax.data', 1), ('vidjax.models', 1), ('vidjax.losses', 1), ('vidjax.optim', 1),
     ('vidjax.parallel', 1), ('vidjax.multihost', 1), ('vidjax.metrics_log', 1),
     ('vidjax.step', 2), ('vidjax.checkpointing', 2), ('vidjax.config_checks', 2),

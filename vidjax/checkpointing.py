@@ -11,16 +11,59 @@ run can resume on a different number of processes. Checkpoints of earlier versio
 also hold a `data` item (Grain's per-process iterator state), restore the same way.
 """
 import os
+import shutil
 import signal
+import time
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from vidjax import disk_space
+
 
 def checkpoint_dir(workdir) -> Path:
   return Path(workdir).absolute() / 'checkpoints'  # Orbax needs absolute paths.
+
+
+def size_bytes(state) -> int:
+  """About the bytes one checkpoint of `state` takes on disk."""
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+
+
+def discard_unfinished(workdir):
+  """Removes what an interrupted save left (Orbax's temporary folders), which Orbax would
+  ignore but which would keep filling a disk that was already full."""
+  directory = checkpoint_dir(workdir)
+  if directory.is_dir():
+    for leftover in directory.glob('*.orbax-checkpoint-tmp*'):
+      shutil.rmtree(leftover, ignore_errors=True)
+
+
+def finished_steps(workdir) -> list:
+  """The steps of the finished checkpoints in workdir/checkpoints, oldest first."""
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return []
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
+def set_aside_after(workdir, step: int) -> list:
+  """Moves the checkpoints after `step` to WORKDIR/set_aside/; returns their steps."""
+  later = [s for s in finished_steps(workdir) if s > step]
+  aside = Path(workdir).absolute() / 'set_aside'
+  for s in later:
+    os.makedirs(aside, exist_ok=True)
+    target = aside / str(s)
+    if target.exists():
+      target = aside / f'{s}.{int(time.time())}'
+    os.replace(checkpoint_dir(workdir) / str(s), target)
+  return later
 
 
 def latest_step(workdir):
@@ -58,16 +101,23 @@ class Checkpoints:
   """workdir/checkpoints/<step>/state: the train state, the newest `keep` of them."""
 
   def __init__(self, workdir, keep: int):
-    self.manager = ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                                                      create=True))
+    self.directory = checkpoint_dir(workdir)
+    # Synchronous saves: a full disk then fails inside save(), where the trainer reports it
+    # in one line, not in Orbax's background threads some steps later.
+    self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def save(self, step: int, state):
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                      force=True)
+    """Saves `state` as checkpoint `step`; an OSError (ENOSPC) before writing anything when
+    the disk has less free space than the checkpoint needs."""
+    disk_space.require_free(self.directory, int(size_bytes(state) * 1.1) + 2**18,
+                            f'checkpoint {step}')
+    with disk_space.quiet_background_errors():
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                        force=True)
 
   def restore(self, step: int, state_like):
     return restore(self.manager, step, state_like)

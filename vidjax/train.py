@@ -11,7 +11,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from vidjax import checkpointing, config_checks, metrics_log, parallel, step, workdir as runs
+from vidjax import (checkpointing, config_checks, disk_space, metrics_log, parallel, step,
+                    workdir as runs, writer_lock)
 from vidjax.data import pipeline, sources
 from vidjax.errors import ConfigError, TrainingDiverged
 from vidjax.evaluate.online import KnnMonitor
@@ -31,12 +32,57 @@ def train_and_evaluate(config, workdir: str):
   config_checks.check_config(config, num_devices=mesh.devices.size,
                              num_processes=jax.process_count())
   config_checks.check_workdir(workdir)
-  workdir = Path(workdir)
   is_chief = jax.process_index() == 0
   source = sources.open_source(config.data.train, config)
-  start_step = checkpointing.latest_step(workdir) or 0
+  with writer_lock.hold(workdir, '--workdir', enabled=is_chief):
+    with disk_space.reporting(workdir, '--workdir', lambda: _kept(workdir, is_chief)):
+      return _train(config, Path(workdir), mesh, source, is_chief)
+
+
+def _kept(workdir: str, is_chief: bool) -> str:
+  """What a run stopped by a full disk leaves: its last finished checkpoint."""
+  if is_chief:
+    checkpointing.discard_unfinished(workdir)
+  saved = checkpointing.latest_step(workdir)
+  kept = (f'the last good checkpoint is step {saved}' if saved else 'no checkpoint was saved')
+  return f'{kept}; free some space and run the same command again to resume'
+
+
+def _start_step(config, workdir: Path) -> int:
+  """The checkpoint to resume from: the latest, or config.resume_step; 0 for a new run."""
+  steps = checkpointing.finished_steps(workdir)
+  if not config.resume_step:
+    return steps[-1] if steps else 0
+  if config.resume_step not in steps:
+    raise ConfigError(f'--config.resume_step={config.resume_step}: no such checkpoint in '
+                      f"{workdir / 'checkpoints'} (it has {', '.join(map(str, steps)) or 'none'})")
+  return config.resume_step
+
+
+def _restore(checkpoints, start_step: int, state, workdir: Path):
+  try:
+    return checkpoints.restore(start_step, state)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax's and tensorstore's many.
+    if disk_space.is_out_of_space(e):
+      raise
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(' See full')[0][:160]
+    earlier = [s for s in checkpointing.finished_steps(workdir) if s < start_step]
+    hint = (f'to resume from checkpoint {earlier[-1]} instead, pass '
+            f'--config.resume_step={earlier[-1]} (the later ones are set aside, not deleted)'
+            if earlier else 'there is no earlier checkpoint; start again in a new --workdir')
+    raise ConfigError(f'--workdir={workdir}: checkpoint {start_step} cannot be restored '
+                      f'({reason}); {hint}') from None
+
+
+def _train(config, workdir: Path, mesh, source, is_chief: bool):
+  start_step = _start_step(config, workdir)
   if start_step and (workdir / runs.CONFIG).exists():
     runs.check_resumable(str(workdir), config)
+  if config.resume_step and is_chief:  # A run resumed from N would overwrite the later ones.
+    later = checkpointing.set_aside_after(workdir, start_step)
+    if later:
+      print(f"Moved checkpoints {', '.join(map(str, later))} to {workdir / 'set_aside'}",
+            flush=True)
   model, state, step_fn = step.make_state_and_step(config, mesh)
   # This process reads the samples of the rows its devices hold; the next batch follows
   # from the step, whatever the process layout of the run that saved the checkpoint.
@@ -46,13 +92,17 @@ def train_and_evaluate(config, workdir: str):
 
   if is_chief:
     _create(workdir)
+    checkpointing.discard_unfinished(workdir)
     runs.save_config(str(workdir), config)
+    disk_space.warn_if_short(str(workdir), '--workdir',
+                             checkpointing.size_bytes(state) * (config.keep_checkpoints + 1),
+                             f'{config.keep_checkpoints} checkpoints and one being written')
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
   writer = metrics_log.MetricWriter(workdir / 'metrics.jsonl', enabled=is_chief)
   # A killed run logged steps past its last checkpoint; they are replayed now.
   writer.drop_after(start_step if start_step else -1)
   if start_step:
-    state = checkpoints.restore(start_step, state)
+    state = _restore(checkpoints, start_step, state, workdir)
     if is_chief:
       print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
   else:
