@@ -25,10 +25,11 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from vidjax import atomic
+from vidjax import atomic, disk_space, writer_lock
 from vidjax.data.sources import arrayrecord, base
 from vidjax.data.sources.frames import FrameFolders
 from vidjax.data.sources.videos import VideoFiles
+from vidjax.errors import ConfigError
 from vidjax.metrics_log import format_duration
 
 flags.DEFINE_string('input', None, 'Folder of video files and/or folders of frame images.')
@@ -50,7 +51,7 @@ CHUNK = 128  # Frames per task: bounds the memory of one task's encoded frames.
 OPTIONS = ('fps', 'size', 'jpeg_quality', 'dedup', 'keyframes_only', 'folder_fps')
 
 
-class PrepareError(Exception):
+class PrepareError(ConfigError):
   """Bad input or output: the message is the whole story."""
 
 
@@ -156,6 +157,21 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
   if not os.path.isdir(input_dir):
     raise PrepareError(f'--input={input_dir}: not a folder; expected a folder of videos or '
                        'frame folders')
+
+  def kept():
+    arrayrecord.discard_unfinished(output)  # The shard being written gives its space back.
+    done = sum(len(videos) for _, videos in arrayrecord.finished_shards(output))
+    kept = f'the {done} videos in finished shards are kept' if done else 'no video was finished'
+    return f'{kept}; free some space and run the same command again to resume'
+
+  with writer_lock.hold(output, '--output'), disk_space.reporting(output, '--output', kept):
+    return _prepare(input_dir, output, fps=fps, size=size, jpeg_quality=jpeg_quality,
+                    dedup=dedup, keyframes_only=keyframes_only, folder_fps=folder_fps,
+                    shard_frames=shard_frames, workers=workers)
+
+
+def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, keyframes_only,
+             folder_fps, shard_frames, workers) -> dict:
   for name, value, ok in (('fps', fps, fps >= 0), ('size', size, size >= 0),
                           ('jpeg_quality', jpeg_quality, 1 <= jpeg_quality <= 95),
                           ('dedup', dedup, 0 <= dedup < 1),
@@ -191,6 +207,10 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
             'frames_dropped_as_duplicates': 0, 'frames_replaced_unreadable': 0,
             'skipped': [{'path': p, 'reason': r} for p, r in skipped]}
   progress = _Progress(sum(len(numbers) for _, _, numbers in todo))
+  # JPEG at quality 90 takes about 1.5 bits a pixel; --size=0 keeps the videos' size.
+  pixels = size * size if size else 640 * 480
+  disk_space.warn_if_short(output, '--output', progress.total * pixels * 3 // 16,
+                           'the prepared frames')
   writer = arrayrecord.ShardWriter(output, (shards[-1][0] + 1) if shards else 0, shard_frames)
   pool = (multiprocessing.get_context('spawn').Pool(workers, _init_worker, (opened,))
           if workers and tasks else None)
@@ -263,7 +283,7 @@ def main(argv):
                      size=f.size, jpeg_quality=f.jpeg_quality, dedup=f.dedup,
                      keyframes_only=f.keyframes_only, folder_fps=f.folder_fps,
                      shard_frames=f.shard_frames, workers=f.workers)
-  except PrepareError as e:
+  except ConfigError as e:  # PrepareError, FolderBusy, OutOfSpace.
     sys.exit(f'error: {e}')
   print_report(report, f.output)
 

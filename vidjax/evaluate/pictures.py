@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vidjax import atomic
 from vidjax.evaluate import knn
 
 matplotlib.use('Agg')  # Files only; no display needed.
@@ -60,7 +61,9 @@ def retrieval_grid(query_images, query_labels, support_images, support_labels, s
       row.append((support_images[s], colour, f'{sim:.3f} {class_names[support_labels[s]]}'[:16],
                   bool(same_context is not None and same_context[q, n])))
     rows.append(row)
-  tile_rows([[cell(*item) for item in row] for row in rows]).save(png_path)
+  buffer = io.BytesIO()
+  tile_rows([[cell(*item) for item in row] for row in rows]).save(buffer, 'PNG')
+  atomic.write_bytes(png_path, buffer.getvalue())
   _retrieval_html(rows, html_path)
 
 
@@ -90,8 +93,7 @@ def _retrieval_html(rows, path: str):
         for image, colour, caption, same_context in row)
     lines.append(f'<tr>{cells}</tr>')
   lines.append('</table>')
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines))
+  atomic.write_text(path, '\n'.join(lines))
 
 
 def similarity_histogram(same, different, png_path: str, title: str):
@@ -104,7 +106,7 @@ def similarity_histogram(same, different, png_path: str, title: str):
   axes.set_title(title, fontsize=9)
   axes.legend()
   figure.tight_layout()
-  figure.savefig(png_path, dpi=120)
+  atomic.save_figure(figure, png_path, dpi=120)
   plt.close(figure)
 
 
@@ -125,6 +127,6 @@ def training_curves(metrics_path: str, png_path: str) -> bool:
     axes.set_xlabel('step')
     axes.set_title(name, fontsize=9)
   figure.tight_layout()
-  figure.savefig(png_path, dpi=120)
+  atomic.save_figure(figure, png_path, dpi=120)
   plt.close(figure)
   return True

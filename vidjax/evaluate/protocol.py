@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from vidjax import atomic, parallel, workdir as runs
+from vidjax import atomic, disk_space, parallel, workdir as runs, writer_lock
 from vidjax.errors import ConfigError
 from vidjax.evaluate import datasets, encoders, export, knn, linear, metrics, pictures
 
@@ -108,27 +108,32 @@ def table(results) -> str:
 
 def run(options):
   """The whole command for parsed flags `options`, after JAX joined any multi-host run;
-  writes and prints on process 0 only."""
+  writes and prints on process 0 only, which holds WORKDIR/eval's writer lock."""
+  eval_dir = os.path.join(options.workdir, 'eval')
+  is_chief = jax.process_index() == 0
   try:
     config = runs.load_config(options.workdir)
     support_set = datasets.open_labelled(options.support, 'support', config, '--support')
     query_set = datasets.open_labelled(options.query, 'query', config, '--query')
     check_shared_classes(support_set, query_set, options)
-    mesh = parallel.make_mesh()
-    inits = encoders.INITS if options.init == 'all' else (options.init,)
-    results = [evaluate(init, config, options.workdir, support_set, query_set, mesh, options)
-               for init in inits]
+    with (writer_lock.hold(eval_dir, '--workdir', enabled=is_chief),
+          disk_space.reporting(eval_dir, '--workdir', 'what evaluation wrote before is kept '
+                               '(each file is replaced only when complete); free some space '
+                               'and run the same command again')):
+      mesh = parallel.make_mesh()
+      inits = encoders.INITS if options.init == 'all' else (options.init,)
+      results = [evaluate(init, config, options.workdir, support_set, query_set, mesh,
+                          options) for init in inits]
+      if not is_chief:
+        return
+      pictures.training_curves(os.path.join(options.workdir, 'metrics.jsonl'),
+                               os.path.join(eval_dir, 'training_curves.png'))
+      summary = table(results)
+      if len(results) > 1:
+        atomic.write_text(os.path.join(eval_dir, 'comparison.md'),
+                          f'Support: {options.support}, query: {options.query}\n\n{summary}\n')
   except ConfigError as e:
     sys.exit(f'error: {e}')
-  if jax.process_index() != 0:
-    return
-  eval_dir = os.path.join(options.workdir, 'eval')
-  pictures.training_curves(os.path.join(options.workdir, 'metrics.jsonl'),
-                           os.path.join(eval_dir, 'training_curves.png'))
-  summary = table(results)
-  if len(results) > 1:
-    atomic.write_text(os.path.join(eval_dir, 'comparison.md'),
-                      f'Support: {options.support}, query: {options.query}\n\n{summary}\n')
   print(summary)
   for r in results:
     for note in r['notes']:

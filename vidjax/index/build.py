@@ -10,12 +10,14 @@ OUTPUT/ after a build:
 import json
 import os
 import shutil
+import sqlite3
+import sys
 import time
 
 import faiss
 import numpy as np
 
-from vidjax import atomic
+from vidjax import atomic, disk_space
 from vidjax.index import embedding, store, vectors
 
 FINAL = 'final'
@@ -67,43 +69,54 @@ def finalise(output: str, count: int, factory: str, memory_bytes: float, encoder
   if not len(everything):
     raise embedding.IndexBuildError(f'--output={output}: the corpus gave no vectors (every '
                                     'video skipped? see the shards\' rows.sqlite)')
+  # The faiss index holds each vector once more; the metadata about 200 bytes a row.
+  disk_space.warn_if_short(os.path.dirname(output), '--output',
+                           len(everything) * (everything.dim * 4 + 200), 'the index')
   final = os.path.join(f'{output}.partial', FINAL)
   shutil.rmtree(final, ignore_errors=True)
   os.makedirs(final)
-  factory = factory or vectors.choose_factory(len(everything), everything.dim, memory_bytes)
-  index = vectors.train(factory, everything)
-  offsets = np.cumsum([0] + [len(p) for p in per_shard])
-  if vectors.is_ivf(index) and count > 1:
-    shard_files = []
-    for i, parts in enumerate(per_shard):
-      shard_index = faiss.clone_index(index)
-      vectors.fill(shard_index, parts, int(offsets[i]))
-      shard_files.append(os.path.join(final, f'shard-{i:04d}.faiss'))
-      faiss.write_index(shard_index, shard_files[-1])
-      del shard_index
-    vectors.merge_shards(index, shard_files, os.path.join(final, vectors.ONDISK_LISTS))
-    for path in shard_files:
-      os.remove(path)
-  else:
-    vectors.fill(index, everything)
-  nprobe, recall = vectors.tune_nprobe(index, everything)
-  faiss.write_index(index, os.path.join(final, 'index.faiss'))
-  del index
+  with atomic.removed_on_error(final):  # Half an index: the space goes back.
+    factory = factory or vectors.choose_factory(len(everything), everything.dim, memory_bytes)
+    index = vectors.train(factory, everything)
+    offsets = np.cumsum([0] + [len(p) for p in per_shard])
+    if vectors.is_ivf(index) and count > 1:
+      shard_files = []
+      for i, parts in enumerate(per_shard):
+        shard_index = faiss.clone_index(index)
+        vectors.fill(shard_index, parts, int(offsets[i]))
+        shard_files.append(os.path.join(final, f'shard-{i:04d}.faiss'))
+        faiss.write_index(shard_index, shard_files[-1])
+        del shard_index
+      vectors.merge_shards(index, shard_files, os.path.join(final, vectors.ONDISK_LISTS))
+      for path in shard_files:
+        os.remove(path)
+    else:
+      vectors.fill(index, everything)
+    nprobe, recall = vectors.tune_nprobe(index, everything)
+    faiss.write_index(index, os.path.join(final, 'index.faiss'))
+    del index
 
-  summary = dict(description, factory=factory, nprobe=nprobe, recall_at_10=round(recall, 4),
-                 vectors=len(everything), dim=everything.dim, shards=count,
-                 built=time.strftime('%Y-%m-%d %H:%M:%S'))
-  report = _merge_metadata(dirs, offsets, os.path.join(final, 'metadata.sqlite'), summary)
-  if encoder_dir:
-    shutil.copytree(encoder_dir, os.path.join(final, 'encoder'))
-  atomic.write_json(os.path.join(final, 'index.json'), summary)
-  atomic.write_json(os.path.join(final, 'report.json'), dict(
-      report, vectors=len(everything), finalise_seconds=round(time.time() - started, 1)))
-  old_metadata = os.path.join(output, 'metadata.sqlite')
-  if os.path.exists(old_metadata):  # Labels people gave on the index being replaced.
-    carried = store.carry_answers(old_metadata, os.path.join(final, 'metadata.sqlite'))
-    if carried:
-      print(f'carried over {carried} answers from the previous index')
+    summary = dict(description, factory=factory, nprobe=nprobe, recall_at_10=round(recall, 4),
+                   vectors=len(everything), dim=everything.dim, shards=count,
+                   built=time.strftime('%Y-%m-%d %H:%M:%S'))
+    report = _merge_metadata(dirs, offsets, os.path.join(final, 'metadata.sqlite'), summary)
+    if encoder_dir:
+      shutil.copytree(encoder_dir, os.path.join(final, 'encoder'))
+    atomic.write_json(os.path.join(final, 'index.json'), summary)
+    atomic.write_json(os.path.join(final, 'report.json'), dict(
+        report, vectors=len(everything), finalise_seconds=round(time.time() - started, 1)))
+    old_metadata = os.path.join(output, 'metadata.sqlite')
+    if os.path.exists(old_metadata):  # Labels people gave on the index being replaced.
+      try:
+        carried = store.carry_answers(old_metadata, os.path.join(final, 'metadata.sqlite'))
+      except sqlite3.DatabaseError as e:
+        kept = f'{output}.damaged-{time.strftime("%Y%m%d-%H%M%S")}.sqlite'
+        shutil.copyfile(old_metadata, kept)
+        print(f'warning: the previous index\'s metadata.sqlite is damaged ({e}): its answers '
+              f'were not carried over; it is kept as {kept}', file=sys.stderr)
+      else:
+        if carried:
+          print(f'carried over {carried} answers from the previous index')
   atomic.replace_folder(final, output)
   shutil.rmtree(f'{output}.partial', ignore_errors=True)
   return summary

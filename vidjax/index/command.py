@@ -6,7 +6,7 @@ import types
 
 import jax
 
-from vidjax import atomic, checkpointing, parallel, workdir as runs
+from vidjax import atomic, checkpointing, disk_space, parallel, workdir as runs, writer_lock
 from vidjax.data.sources import open_source
 from vidjax.errors import ConfigError
 from vidjax.evaluate import encoders
@@ -82,13 +82,26 @@ def _stage_encoder(workdir: str, checkpoint: str, output: str) -> tuple:
 
 def run(f):
   output = os.path.abspath(os.path.expanduser(f.output))
+  shard, count = parse_shard(f.shard)
+  # A shard of a parallel build is its own writer; a whole build or a merge writes OUTPUT.
+  if count > 1 and not f.merge:
+    folder, flag, beside = embedding.shard_dir(output, shard, count), '--shard', False
+  else:
+    folder, flag, beside = output, '--output', True
+  with writer_lock.hold(folder, flag, beside=beside):
+    with disk_space.reporting(output, '--output', (
+        f'the videos embedded so far are kept in {output}.partial and {output} is untouched; '
+        'free some space and run the same command again to resume')):
+      _build(f, output, shard, count)
+
+
+def _build(f, output: str, shard: int, count: int):
   atomic.recover_folder(output)
   if os.path.exists(output) and not f.overwrite:
     raise ConfigError(f'--output={f.output} exists; pass --overwrite to rebuild it (the new '
                       'index is built beside it and swapped in when complete)')
   config = runs.load_config(f.workdir)
   options = _options(config, f)
-  shard, count = parse_shard(f.shard)
   mesh = parallel.make_mesh(jax.local_devices())
   checkpoint = _checkpoint(f.workdir, f.init, f.checkpoint)
   encode, description = encoders.load_encoder(config, f.workdir, f.init, mesh, checkpoint)

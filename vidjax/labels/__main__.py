@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
+from vidjax import disk_space, writer_lock
 from vidjax.errors import ConfigError, NotFound
 from vidjax.labels import export, store
 from vidjax.search import corpus
@@ -40,7 +41,11 @@ def run(command: str, f):
       return
     if not f.output:
       raise ConfigError('export needs --output=FOLDER')
-    written = export.export(index, labels, f.output, f.labels or None, f.overwrite)
+    output = os.path.abspath(os.path.expanduser(f.output))
+    with (writer_lock.hold(output, '--output', beside=True),
+          disk_space.reporting(output, '--output', f'{output} is as it was before; free some '
+                               'space and run the same command again')):
+      written = export.export(index, labels, output, f.labels or None, f.overwrite)
     print(f'exported {sum(written.values())} accepted crops of {len(written)} labels to '
           f'{f.output} (' + ', '.join(f'{name} {n}' for name, n in written.items()) + ')')
   finally:

@@ -64,7 +64,15 @@ def export(index, label_store, output: str, labels=None, overwrite: bool = False
   partial = f'{output}.partial'
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)
-  written, rows, crops = {name: 0 for name in (labels or sorted(known))}, [], []
+  with atomic.removed_on_error(partial):
+    written = _write(index, answers, labels or sorted(known), partial)
+  atomic.replace_folder(partial, output)
+  return written
+
+
+def _write(index, answers, labels, partial: str) -> dict:
+  """The crops and CSV files of the export into the folder `partial`."""
+  written, rows, crops = {name: 0 for name in labels}, [], []
   frame, frame_key = None, None
   for answer in sorted(answers, key=lambda a: (a['video'], a['frame'], a['seq'])):
     path = ''
@@ -86,5 +94,4 @@ def export(index, label_store, output: str, labels=None, overwrite: bool = False
   rows.sort(key=lambda r: (r['label'], r['video'], r['frame']))
   atomic.write_text(os.path.join(partial, LABELS_CSV), _csv(rows, CSV_COLUMNS))
   atomic.write_text(os.path.join(partial, 'crops.csv'), _csv(crops, ('path', 'context')))
-  atomic.replace_folder(partial, output)
   return written

@@ -14,7 +14,7 @@ from vidjax.data.sources import open_source
 from vidjax.errors import ConfigError, NotFound
 from vidjax.evaluate import encoders
 from vidjax.evaluate.knn import l2_normalize
-from vidjax.index import build, embedding, regions, store, vectors
+from vidjax.index import embedding, integrity, regions, store, vectors
 
 
 def parse_time(text: str) -> float:
@@ -79,11 +79,11 @@ class CorpusIndex:
       raise ConfigError(f'--index={folder}: not an index folder (no index.json); build one '
                         'with python -m vidjax.index')
     self.folder = folder
-    self.summary = build.read_summary(folder)
+    self.summary = integrity.read_summary(folder)
     self.options = self.summary['options']
-    self.index = vectors.load(os.path.join(folder, 'index.faiss'))
+    self.index = integrity.open_faiss(folder, self.summary)
     vectors.set_nprobe(self.index, self.summary['nprobe'])
-    self.db = store.connect(os.path.join(folder, 'metadata.sqlite'), readonly=True)
+    self.db = integrity.open_metadata(folder, self.summary)
     self._lock = threading.Lock()  # One sqlite connection; reads come from server threads.
     self._direct_map = False
     encoder_dir = os.path.join(folder, 'encoder')
