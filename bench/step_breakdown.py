@@ -3,9 +3,9 @@ r"""Where the default model's CPU step goes, beside PyTorch's (the README's spee
   python bench/step_breakdown.py            # needs bench/requirements.txt (PyTorch)
 
 Times, for SimSiam at batch 256 (the configs' ResNet-10 x0.25, 32 px, float32): the jitted
-train step with and without the on-device augmentation, the encoder's forward pass alone
-over the step's 512 images, and bench/torch_reference.py's step with and without its
-augmentation. Prints one JSON object of milliseconds.
+train step with and without the on-device augmentation, the model's forward pass alone
+(encoder and projector) over the step's 512 images, and bench/torch_reference.py's step
+with and without its augmentation. Prints one JSON object of milliseconds.
 """
 import importlib.util
 import json
@@ -55,7 +55,7 @@ def main():
   for _ in range(STEPS):
     features = forward(variables, images)
   jax.block_until_ready(features)
-  milliseconds['vidjax encoder forward, 512 images'] = (
+  milliseconds['vidjax encoder + projector forward, 512 images'] = (
       1000 * (time.perf_counter() - started) / STEPS)
   for augment in ('--augment', '--no-augment'):
     result = subprocess.run(

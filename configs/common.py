@@ -1,4 +1,4 @@
-"""Defaults shared by the three method configs (simsiam.py, npair.py, barlow.py).
+"""Defaults shared by the four method configs (simsiam.py, npair.py, barlow.py, tcn.py).
 
 Not a config file to run by itself: each method module calls `base_config(arg)` and
 overrides what its paper does differently. These are also the values a run's config.json

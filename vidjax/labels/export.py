@@ -2,8 +2,10 @@
 answer, written beside OUTPUT and swapped in whole.
 
 OUTPUT/
-  <label>/<vector id>.png   each accepted crop, at the corpus's resolution (what the index
-                            embedded: the square around the region, or the whole frame)
+  <label>/<vector id>-<seq>.png
+                            each accepted crop (seq: the answer's number), at the corpus's
+                            resolution (what the index embedded: the square around the
+                            region, or the whole frame)
   labels.csv                the latest answer per (label, region): path (empty unless
                             accepted), label, answer, who, answered_at (UTC), video, frame,
                             timestamp, kind, x0, y0, x1, y1, vector_id
