@@ -33,9 +33,15 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # grid, concatenated (1 = global average pooling; 2 keeps where in the crop things are).
   # dtype: of convolutions and matmuls; 'bfloat16' (mixed precision: parameters, optimiser
   # state, BatchNorm statistics and losses stay float32) is the one to use on a GPU or TPU.
+  # torchvision: pad as torchvision's ResNet does (symmetrically), which pretrained weights
+  # need.
+  # init: a safetensors file of a ResNet-18/34/50 in torchvision's or timm's naming that a
+  # new run's encoder starts from (its BatchNorm statistics too; the projector starts
+  # random); it needs name and width to match, torchvision=True, cifar_stem=False and
+  # gradient_stem=False (models/pretrained.py).
   config.model = dict(name='resnet10', width=0.25, cifar_stem=True, gradient_stem=True,
                       zero_init_residual=True, bn_per_view=False, pool_grid=1,
-                      dtype='float32')
+                      dtype='float32', torchvision=False, init='')
   # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
   config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
                      pred_hidden_dim=0)

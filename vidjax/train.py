@@ -16,6 +16,7 @@ from vidjax import (checkpointing, config_checks, disk_space, metrics_log, paral
 from vidjax.data import pipeline, sources
 from vidjax.errors import ConfigError, TrainingDiverged
 from vidjax.evaluate.online import KnnMonitor
+from vidjax.models import pretrained
 
 
 def _create(workdir: Path):
@@ -74,6 +75,18 @@ def _restore(checkpoints, start_step: int, state, workdir: Path):
                       f'({reason}); {hint}') from None
 
 
+def _with_pretrained_encoder(state, path: str):
+  """`state` with the encoder's params and BatchNorm statistics from the weights at `path`,
+  placed as the ones they replace."""
+  params, stats = pretrained.encoder_variables(
+      path, state['params']['encoder'], state['batch_stats']['encoder'], '--config.model.init')
+  place = lambda new, old: jax.device_put(new.astype(old.dtype), old.sharding)  # noqa: E731
+  return dict(state, params=dict(state['params'], encoder=jax.tree.map(
+      place, params, state['params']['encoder'])), batch_stats=dict(
+          state['batch_stats'], encoder=jax.tree.map(place, stats,
+                                                     state['batch_stats']['encoder'])))
+
+
 def _train(config, workdir: Path, mesh, source, is_chief: bool):
   start_step = _start_step(config, workdir)
   if start_step and (workdir / runs.CONFIG).exists():
@@ -106,6 +119,8 @@ def _train(config, workdir: Path, mesh, source, is_chief: bool):
     if is_chief:
       print(f"Resumed from {workdir / 'checkpoints'} at step {start_step}", flush=True)
   else:
+    if config.model.init:
+      state = _with_pretrained_encoder(state, config.model.init)
     knn_metrics = monitor(state)
     writer.write(0, knn_metrics)
     metrics_log.print_progress(0, config.total_steps, knn_metrics, float('nan'), is_chief)

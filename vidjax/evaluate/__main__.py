@@ -18,17 +18,16 @@ import sys
 from absl import app, flags, logging
 
 from vidjax import multihost
-from vidjax.evaluate import encoders, protocol
-
-INIT_CHOICES = (*encoders.INITS, 'all')
+from vidjax.evaluate import protocol
 
 flags.DEFINE_string('workdir', None, 'The training run to evaluate (holds config.json).')
 flags.DEFINE_string('checkpoint', '', 'A WORKDIR/checkpoints/<step> folder (default: latest).')
 flags.DEFINE_string('support', 'synthetic', 'Labelled support set: synthetic, '
                     'imagefolder:DIR or tfds:NAME[:SPLIT].')
 flags.DEFINE_string('query', 'synthetic', 'Labelled query set (same kinds as --support).')
-flags.DEFINE_enum('init', 'trained', INIT_CHOICES,
-                  'Encoder: the trained checkpoint, random init, raw pixels, HOG descriptors, or all four.')
+flags.DEFINE_string('init', 'trained', 'Encoder: trained (the checkpoint), random (init), '
+                    'pixels, hog (descriptors), all (those four), or weights:PATH (a '
+                    'pretrained ResNet-18/34/50 as safetensors, torchvision or timm naming).')
 flags.DEFINE_string('index', 'Flat', 'faiss index_factory string for the support index '
                     '(Flat = exact; e.g. IVF1024,PQ32 for large sets).')
 flags.DEFINE_list('shots', ['1', '5', '10', '20'], 'Labelled items per class for few-shot NN.')

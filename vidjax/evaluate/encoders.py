@@ -1,8 +1,10 @@
 """The encoders an evaluation compares: a trained checkpoint, the same model at random
 init, and two that learn nothing: raw pixels and HOG descriptors (histograms of oriented
-gradients, the classic hand-made shape feature). Each maps a sliceable set of uint8 images
+gradients, the classic hand-made shape feature); and `weights:PATH`, a pretrained ResNet
+from a safetensors file (models/pretrained.py). Each maps a sliceable set of uint8 images
 to embeddings [n, D].
 """
+import os
 from pathlib import Path
 
 import jax
@@ -11,9 +13,11 @@ import numpy as np
 from vidjax import checkpointing, hog, models, parallel, step
 from vidjax.errors import ConfigError
 from vidjax.evaluate import embed
+from vidjax.models import pretrained
 
 INITS = ('trained', 'random', 'pixels', 'hog')
 HANDMADE = ('pixels', 'hog')  # Nothing to restore, nothing to run on the devices.
+WEIGHTS = 'weights:'
 _HOG_CHUNK = 1024  # Images per HOG call: its per-pixel votes take 36 floats per pixel.
 
 
@@ -30,8 +34,53 @@ def hog_descriptors(rows) -> np.ndarray:
       for start in range(0, len(rows), _HOG_CHUNK)]))
 
 
+def check_init(init: str, flag: str = '--init') -> str:
+  """`init` when it names an encoder (one of INITS or weights:PATH), else a ConfigError."""
+  if init not in INITS and not (init.startswith(WEIGHTS) and len(init) > len(WEIGHTS)):
+    raise ConfigError(f'{flag}={init}: expected one of {", ".join(INITS)} or '
+                      f'{WEIGHTS}PATH (a .safetensors file of ResNet weights)')
+  return init
+
+
+def folder_name(init: str) -> str:
+  """Where WORKDIR/eval/ keeps an encoder's results: its --init, or weights-<file name>."""
+  if init.startswith(WEIGHTS):
+    return 'weights-' + Path(init[len(WEIGHTS):]).stem
+  return init
+
+
+def _pretrained(config, path: str, mesh):
+  """(model, variables, description) of the ResNet weights at `path`: the encoder of the
+  file's architecture, torchvision's padding and RGB stem, global average pooling (the
+  rest of the config, the image size, stays the run's)."""
+  name, width = pretrained.architecture(pretrained.read(path, '--init'), path,
+                                               '--init')
+  config = config.copy_and_resolve_references()
+  config.model.update(name=name, width=width, torchvision=True, cifar_stem=False,
+                      gradient_stem=False, pool_grid=1, init='')
+  models.check_config(config)
+  model = models.build_model(config)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), np.zeros((1, config.image_size, config.image_size, 3),
+                                      np.float32), train=False))
+  params, stats = pretrained.encoder_variables(
+      path, shapes['params']['encoder'], shapes['batch_stats']['encoder'], '--init')
+  place = lambda x: jax.device_put(x, parallel.replicated(mesh))  # noqa: E731
+  variables = {'params': {'encoder': jax.tree.map(place, params)},
+               'batch_stats': {'encoder': jax.tree.map(place, stats)}}
+  return model, variables, f'pretrained {name} from {path}'
+
+
 def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
-  """(images -> embeddings [n, D] numpy, description) for one --init."""
+  """(images -> embeddings [n, D] numpy, description) for one --init. A relative
+  weights:PATH is found in `workdir` first (an index keeps its copy there)."""
+  if init.startswith(WEIGHTS):
+    path = init[len(WEIGHTS):]
+    if not os.path.isabs(path) and os.path.isfile(os.path.join(workdir, path)):
+      path = os.path.join(workdir, path)
+    model, variables, description = _pretrained(config, path, mesh)
+    embed_fn = embed.make_embed_fn(model, mesh)
+    return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
   if init == 'pixels':
     return (lambda rows: flat_centred(rows[0:len(rows)])), 'raw pixels (flattened, mean-centred)'
   if init == 'hog':

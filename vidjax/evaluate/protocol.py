@@ -26,9 +26,9 @@ def check_shared_classes(support_set, query_set, options):
 
 
 def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, options):
-  """Runs the whole protocol for one encoder and writes WORKDIR/eval/<init>/; the metrics
-  dict on process 0, None on the others (which only help embed)."""
-  out = os.path.join(workdir, 'eval', init)
+  """Runs the whole protocol for one encoder and writes WORKDIR/eval/<folder_name(init)>/;
+  the metrics dict on process 0, None on the others (which only help embed)."""
+  out = os.path.join(workdir, 'eval', encoders.folder_name(init))
   is_chief = jax.process_index() == 0
   if init in encoders.HANDMADE and not is_chief:
     return None  # Nothing to compute together.
@@ -121,7 +121,8 @@ def run(options):
                                '(each file is replaced only when complete); free some space '
                                'and run the same command again')):
       mesh = parallel.make_mesh()
-      inits = encoders.INITS if options.init == 'all' else (options.init,)
+      inits = encoders.INITS if options.init == 'all' else (
+          encoders.check_init(options.init),)
       results = [evaluate(init, config, options.workdir, support_set, query_set, mesh,
                           options) for init in inits]
       if not is_chief:

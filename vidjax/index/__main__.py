@@ -22,7 +22,6 @@ from absl import app, flags
 
 from vidjax import cli
 from vidjax.errors import ConfigError
-from vidjax.evaluate import encoders
 from vidjax.index import command, embedding, regions
 
 D = command.DEFAULTS
@@ -30,8 +29,9 @@ D = command.DEFAULTS
 flags.DEFINE_string('workdir', D['workdir'], 'The run whose encoder embeds the corpus.')
 flags.DEFINE_string('checkpoint', D['checkpoint'], 'A WORKDIR/checkpoints/<step> folder '
                     '(default: the latest).')
-flags.DEFINE_enum('init', D['init'], encoders.INITS, 'Encoder: trained, random init, raw '
-                  'pixels or HOG descriptors (baselines, as in vidjax.evaluate).')
+flags.DEFINE_string('init', D['init'], 'Encoder: trained, random (init), pixels, hog '
+                    '(baselines, as in vidjax.evaluate), or weights:PATH (pretrained ResNet '
+                    'weights as safetensors).')
 flags.DEFINE_string('corpus', D['corpus'], 'Source spec of the corpus (videos:DIR, ...).')
 flags.DEFINE_string('output', D['output'], 'The index folder to write.')
 flags.DEFINE_float('fps', D['fps'], 'Frames per second to index (0 = every frame).')

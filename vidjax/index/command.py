@@ -26,6 +26,9 @@ def arguments(**overrides):
   return types.SimpleNamespace(**{**DEFAULTS, **overrides})
 
 
+WEIGHTS_COPY = 'weights.safetensors'  # The index's copy of --init=weights:PATH's file.
+
+
 def parse_shard(text: str):
   try:
     shard, count = (int(v) for v in text.split('/'))
@@ -66,13 +69,16 @@ def _checkpoint(workdir: str, init: str, checkpoint: str) -> str:
   return os.path.abspath(str(checkpointing.checkpoint_dir(workdir) / str(step)))
 
 
-def _stage_encoder(workdir: str, checkpoint: str, output: str) -> tuple:
-  """(folder with the encoder's config.json [and checkpoint], step or None): the index's own
-  copy, so queries are embedded by this encoder even after the run's checkpoints rotate."""
+def _stage_encoder(workdir: str, checkpoint: str, output: str, init: str) -> tuple:
+  """(folder with the encoder's config.json [and checkpoint or weights], step or None): the
+  index's own copy, so queries are embedded by this encoder even after the run's
+  checkpoints rotate or the weights file moves."""
   staged = os.path.join(f'{output}.partial', 'encoder')
   shutil.rmtree(staged, ignore_errors=True)
   os.makedirs(os.path.join(staged, 'checkpoints'))
   shutil.copy(os.path.join(workdir, runs.CONFIG), staged)
+  if init.startswith(encoders.WEIGHTS):
+    shutil.copy(init[len(encoders.WEIGHTS):], os.path.join(staged, WEIGHTS_COPY))
   step = None
   if checkpoint:
     step = int(os.path.basename(os.path.normpath(checkpoint)))
@@ -101,6 +107,7 @@ def _build(f, output: str, shard: int, count: int):
     raise ConfigError(f'--output={f.output} exists; pass --overwrite to rebuild it (the new '
                       'index is built beside it and swapped in when complete)')
   config = runs.load_config(f.workdir)
+  encoders.check_init(f.init)
   options = _options(config, f)
   mesh = parallel.make_mesh(jax.local_devices())
   checkpoint = _checkpoint(f.workdir, f.init, f.checkpoint)
@@ -123,10 +130,12 @@ def _build(f, output: str, shard: int, count: int):
             f'(same --workdir, --output and options)')
       return
   count = f.merge or count
-  encoder_dir, step = _stage_encoder(f.workdir, checkpoint, output)
+  encoder_dir, step = _stage_encoder(f.workdir, checkpoint, output, f.init)
   memory = f.memory_gb * 2**30 or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2
   summary = build.finalise(output, count, f.index, memory, encoder_dir, options, dict(
-      corpus=f.corpus, encoder=description, init=f.init, checkpoint_step=step,
+      corpus=f.corpus, encoder=description, checkpoint_step=step,
+      # Queries load the encoder's copy in the index (relative to encoder/).
+      init=encoders.WEIGHTS + WEIGHTS_COPY if f.init.startswith(encoders.WEIGHTS) else f.init,
       workdir=os.path.abspath(f.workdir), options=options))
   print(f'index: {output} | {summary["vectors"]} vectors ({summary["dim"]}-d) | '
         f'{summary["factory"]} nprobe {summary["nprobe"]} recall@10 {summary["recall_at_10"]}')

@@ -1,6 +1,7 @@
 """Model construction from a config: `build_model(config)` is the one entry point."""
 from vidjax import hog
 from vidjax.errors import ConfigError, require
+from vidjax.models import pretrained
 from vidjax.models.heads import MLP, SSLModel
 from vidjax.models.resnet import ARCHITECTURES, DTYPES, ResNet, downsampling
 
@@ -17,7 +18,8 @@ def build_model(config) -> SSLModel:
                    width=config.model.width, cifar_stem=config.model.cifar_stem,
                    gradient_stem=config.model.gradient_stem,
                    zero_init_residual=config.model.zero_init_residual,
-                   pool_grid=config.model.pool_grid, dtype=dtype)
+                   pool_grid=config.model.pool_grid, dtype=dtype,
+                   torchvision=config.model.torchvision)
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,
                   num_layers=head.proj_layers, output_norm=head.proj_output_norm, dtype=dtype)
@@ -50,6 +52,8 @@ def check_config(config):
           and side % model.pool_grid == 0,
           f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
           f'the last feature map\'s side, {side} at config.image_size={config.image_size}')
+  if model.init:
+    pretrained.check_config(model, model.init)
   loss = config.loss
   for name, cell, block in (('hog_weight', 8, 2),
                             ('distill_weight', loss.distill_hog_cell, loss.distill_hog_block)):

@@ -1,11 +1,14 @@
 """ResNet encoders in Flax Linen, after flax/examples/imagenet/models.py.
 
 `cifar_stem` swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the usual
-choice for images of 32-96 px; `gradient_stem` first turns the image into local histograms
-of oriented gradients (fixed, see `oriented_gradients`); `width` multiplies every stage's
-channel count. `dtype` is
-the computation dtype (bfloat16 for mixed precision): parameters stay float32, BatchNorm
-statistics are reduced in float32 (Flax's default), and the pooled features are float32.
+choice for images of 32-96 px; `torchvision` pads as torchvision's ResNet does
+(symmetrically, where Flax's 'SAME' pads a stride-2 window on one side only), which
+weights trained there need (models/pretrained.py; the input is ImageNet-normalised by
+SSLModel either way); `gradient_stem` first turns the image into local histograms of
+oriented gradients (fixed, see `oriented_gradients`); `width` multiplies every stage's
+channel count. `dtype` is the computation dtype (bfloat16 for mixed precision):
+parameters stay float32, BatchNorm statistics are reduced in float32 (Flax's default),
+and the pooled features are float32.
 """
 import functools
 from typing import Any, Sequence
@@ -43,21 +46,27 @@ def _last_scale_init(zero_init_residual: bool):
   return nn.initializers.zeros if zero_init_residual else nn.initializers.ones
 
 
+def _padding(torchvision: bool, kernel: int):
+  return [((kernel - 1) // 2,) * 2] * 2 if torchvision else 'SAME'
+
+
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
+  torchvision: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             padding=_padding(self.torchvision, 3))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(x)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(conv(self.filters, (3, 3))(y))
     if x.shape != y.shape:
-      x = norm()(conv(self.filters, (1, 1), self.strides, name='proj_conv')(x))
+      x = norm()(conv(self.filters, (1, 1), self.strides, padding='VALID', name='proj_conv')(x))
     return nn.relu(x + y)
 
 
@@ -66,18 +75,21 @@ class BottleneckBlock(nn.Module):
   strides: int = 1
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
+  torchvision: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             padding=_padding(self.torchvision, 3))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
-    y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
+    y = nn.relu(norm()(conv(self.filters, (1, 1), padding='VALID')(x)))
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(
-        conv(self.filters * 4, (1, 1))(y))
+        conv(self.filters * 4, (1, 1), padding='VALID')(y))
     if x.shape != y.shape:
-      x = norm()(conv(self.filters * 4, (1, 1), self.strides, name='proj_conv')(x))
+      x = norm()(conv(self.filters * 4, (1, 1), self.strides, padding='VALID',
+                      name='proj_conv')(x))
     return nn.relu(x + y)
 
 
@@ -100,6 +112,7 @@ class ResNet(nn.Module):
   zero_init_residual: bool = True
   pool_grid: int = 1
   dtype: Any = jnp.float32
+  torchvision: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool, pooled: bool = True):
@@ -119,12 +132,13 @@ class ResNet(nn.Module):
       x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
                   dtype=stem_dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding='SAME')
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=_padding(self.torchvision, 3))
     block = BottleneckBlock if self.bottleneck else BasicBlock
     for stage, num_blocks in enumerate(self.stage_sizes):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype)(x, train)
+        x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype,
+                  self.torchvision)(x, train)
     x = x.astype(jnp.float32)
     return grid_pool(x, self.pool_grid) if pooled else x
 
