@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -37,7 +38,9 @@ from vidjax.index import vectors  # noqa: E402
 
 KILLS = flags.DEFINE_integer('kills', 20, 'SIGKILLs per job.')
 TRAIN_STEPS = flags.DEFINE_integer('train_steps', 1500, 'Steps of the smoke training run.')
-VIDEOS = flags.DEFINE_integer('videos', 48, 'Videos of the embedded world to index.')
+VIDEOS = flags.DEFINE_integer('videos', 64, 'Videos of the embedded world to index (the '
+                               'smoke config\'s world has 64).')
+FPS = flags.DEFINE_float('fps', 8, 'Frames per second the index embeds.')
 JOBS = flags.DEFINE_list('jobs', ['train', 'index', 'serve'], 'Which jobs to run.')
 SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill times.')
 OUT = flags.DEFINE_string('out', os.path.join(ROOT, 'bench', 'results', 'chaos.json'),
@@ -57,14 +60,16 @@ def _kill(process):
   process.wait()
 
 
-def _run_with_kills(args, kills, window, rng, log):
+def _run_with_kills(args, kills, window, rng, log, finished=lambda: False):
   """Runs `args` again and again, SIGKILLing it at a time uniform in `window` (seconds) until
-  it was killed `kills` times, then to the end; (kills, runs that ended by themselves)."""
+  it was killed `kills` times, then to the end; (kills, runs that ended by themselves).
+  `finished()` tells a job that was killed after its work was done (a rerun then refuses
+  to redo it) from one that failed."""
   killed = finished_early = 0
   while True:
     process = _start(args, log)
     if killed >= kills:
-      if process.wait() != 0:
+      if process.wait() != 0 and not finished():
         raise RuntimeError(f'{" ".join(args)} failed after the kills; see {log.name}')
       return killed, finished_early
     try:
@@ -73,8 +78,12 @@ def _run_with_kills(args, kills, window, rng, log):
       _kill(process)
       killed += 1
       continue
-    if process.returncode != 0:
-      raise RuntimeError(f'{" ".join(args)} exited {process.returncode}; see {log.name}')
+    if process.returncode != 0 and not finished():
+      log.flush()
+      with open(log.name) as f:
+        last = f.read().strip().splitlines()[-1:]
+      raise RuntimeError(f'{" ".join(args)} exited {process.returncode} after {killed} kills: '
+                         f'{last}; see {log.name}')
     finished_early += 1
     return killed, finished_early
 
@@ -116,13 +125,16 @@ def chaos_index(root, rng, log):
   workdir = os.path.join(root, 'encoder')
   subprocess.run([sys.executable, 'main.py', '--config=configs/npair.py:smoke',
                   f'--workdir={workdir}'], cwd=ROOT, check=True, stdout=log, stderr=log)
-  args = ['-m', 'vidjax.index', f'--workdir={workdir}', '--corpus=synthetic', '--fps=2',
-          '--regions=grid,motion', '--grid_scales=0.5', f'--max_videos={VIDEOS.value}']
+  args = ['-m', 'vidjax.index', f'--workdir={workdir}', '--corpus=synthetic',
+          f'--fps={FPS.value}', '--regions=grid,motion', '--grid_scales=0.5',
+          f'--max_videos={VIDEOS.value}']
   straight = os.path.join(root, 'index_straight')
   subprocess.run([sys.executable] + args + [f'--output={straight}'], cwd=ROOT, check=True,
                  stdout=log, stderr=log)
   killed = os.path.join(root, 'index_killed')
-  kills, early = _run_with_kills(args + [f'--output={killed}'], KILLS.value, (3, 16), rng, log)
+  kills, early = _run_with_kills(
+      args + [f'--output={killed}'], KILLS.value, (3, 14), rng, log,
+      finished=lambda: os.path.exists(os.path.join(killed, 'index.json')))
   (want_vectors, want_rows), (got_vectors, got_rows) = map(_index_contents, (straight, killed))
   same = want_vectors.shape == got_vectors.shape and np.array_equal(want_vectors, got_vectors)
   return dict(kills=kills, finished_before_all_kills=early, vectors=len(want_vectors),
@@ -201,17 +213,18 @@ def main(argv):
   rng = random.Random(SEED.value)
   results = {}
   started = time.time()
-  with tempfile.TemporaryDirectory(prefix='vidjax_chaos_') as root:
-    with open(os.path.join(root, 'log.txt'), 'w') as log:
-      if 'train' in JOBS.value:
-        results['train'] = chaos_train(root, rng, log)
-        print('train', results['train'], flush=True)
-      if 'index' in JOBS.value or 'serve' in JOBS.value:
-        results['index'], _, index_folder = chaos_index(root, rng, log)
-        print('index', results['index'], flush=True)
-        if 'serve' in JOBS.value:
-          results['serve'] = chaos_serve(index_folder, rng, log)
-          print('serve', results['serve'], flush=True)
+  root = tempfile.mkdtemp(prefix='vidjax_chaos_')  # Kept when something fails: its log.
+  with open(os.path.join(root, 'log.txt'), 'w') as log:
+    if 'train' in JOBS.value:
+      results['train'] = chaos_train(root, rng, log)
+      print('train', results['train'], flush=True)
+    if 'index' in JOBS.value or 'serve' in JOBS.value:
+      results['index'], _, index_folder = chaos_index(root, rng, log)
+      print('index', results['index'], flush=True)
+      if 'serve' in JOBS.value:
+        results['serve'] = chaos_serve(index_folder, rng, log)
+        print('serve', results['serve'], flush=True)
+  shutil.rmtree(root)
   results['wall_seconds'] = round(time.time() - started)
   if OUT.value:
     os.makedirs(os.path.dirname(OUT.value), exist_ok=True)

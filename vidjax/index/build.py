@@ -21,6 +21,7 @@ from vidjax import atomic, disk_space
 from vidjax.index import embedding, store, vectors
 
 FINAL = 'final'
+FINISHED = '.partial.finished'  # OUTPUT.partial once its index is swapped in.
 
 
 def shard_dirs(output: str, count: int) -> list:
@@ -118,7 +119,10 @@ def finalise(output: str, count: int, factory: str, memory_bytes: float, encoder
         if carried:
           print(f'carried over {carried} answers from the previous index')
   atomic.replace_folder(final, output)
-  shutil.rmtree(f'{output}.partial', ignore_errors=True)
+  # Renamed first, then removed: a run killed while removing the embedded shards finds a
+  # finished index and a leftover, not an unfinished build.
+  os.replace(f'{output}.partial', f'{output}{FINISHED}')
+  shutil.rmtree(f'{output}{FINISHED}', ignore_errors=True)
   return summary
 
 

@@ -103,6 +103,7 @@ def run(f):
 
 def _build(f, output: str, shard: int, count: int):
   atomic.recover_folder(output)
+  shutil.rmtree(f'{output}{build.FINISHED}', ignore_errors=True)
   if os.path.exists(output) and not f.overwrite:
     raise ConfigError(f'--output={f.output} exists; pass --overwrite to rebuild it (the new '
                       'index is built beside it and swapped in when complete)')
