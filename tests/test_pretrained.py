@@ -126,8 +126,9 @@ def test_loaded_weights_compute_what_torchvision_computes(weights):
   encoder = build_model(_config()).encoder
   images = np.random.default_rng(1).random((2, 40, 40, 3)).astype(np.float32)
   shapes = jax.eval_shape(lambda: encoder.init(jax.random.PRNGKey(0), images, train=False))
-  params, stats = pretrained.encoder_variables(path, shapes['params'], shapes['batch_stats'],
-                                               '--config.model.init')
+  params, stats = pretrained.encoder_variables(
+      pretrained.read(path, '--config.model.init'), path, shapes['params'],
+      shapes['batch_stats'], '--config.model.init')
   normalised = (images - [0.485, 0.456, 0.406]) / np.float32([0.229, 0.224, 0.225])
   feature_map = encoder.apply({'params': params, 'batch_stats': stats},
                               normalised.astype(np.float32), train=False, pooled=False)
@@ -154,7 +155,8 @@ def test_a_missing_extra_or_misshaped_tensor_is_one_line(weights, tmp_path):
   for given, message in cases:
     save_file(given, str(broken))
     with pytest.raises(ConfigError, match=message) as error:
-      pretrained.encoder_variables(str(broken), shapes['params'], shapes['batch_stats'],
+      pretrained.encoder_variables(pretrained.read(str(broken), '--config.model.init'),
+                                   str(broken), shapes['params'], shapes['batch_stats'],
                                    '--config.model.init')
     assert '\n' not in str(error.value)
   with pytest.raises(ConfigError, match=r'set config.model.cifar_stem=False, '

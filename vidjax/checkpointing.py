@@ -42,7 +42,8 @@ def discard_unfinished(workdir):
 
 
 def finished_steps(workdir) -> list:
-  """The steps of the finished checkpoints in workdir/checkpoints, oldest first."""
+  """The steps of the finished checkpoints in workdir/checkpoints, oldest first; creates
+  nothing."""
   directory = checkpoint_dir(workdir)
   if not directory.is_dir():
     return []
@@ -68,14 +69,8 @@ def set_aside_after(workdir, step: int) -> list:
 
 def latest_step(workdir):
   """The newest finished checkpoint's step in workdir/checkpoints, or None; creates nothing."""
-  directory = checkpoint_dir(workdir)
-  if not directory.is_dir():
-    return None
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    return manager.latest_step()
-  finally:
-    manager.close()
+  steps = finished_steps(workdir)
+  return steps[-1] if steps else None
 
 
 def restore(manager, step: int, state_like):

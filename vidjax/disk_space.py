@@ -72,10 +72,14 @@ def is_out_of_space(error: BaseException) -> bool:
     seen.add(id(error))
     if isinstance(error, OSError) and error.errno in SPACE_ERRNOS:
       return True
-    if any(text in str(error).lower() for text in SPACE_MESSAGES):
+    if _mentions_space(str(error)):
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+def _mentions_space(text: str) -> bool:
+  return any(words in text.lower() for words in SPACE_MESSAGES)
 
 
 def _reason(error: BaseException) -> str:
@@ -114,8 +118,7 @@ def reporting(folder: str, flag: str, kept, needed: int | None = None):
 class _DropSpaceErrors(logging.Filter):
   def filter(self, record):
     error = record.exc_info[1] if record.exc_info else None
-    return not (is_out_of_space(error) if error else is_out_of_space(
-        Exception(record.getMessage())))
+    return not (is_out_of_space(error) if error else _mentions_space(record.getMessage()))
 
 
 def _is_noise(error) -> bool:

@@ -161,8 +161,8 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
   def kept():
     arrayrecord.discard_unfinished(output)  # The shard being written gives its space back.
     done = sum(len(videos) for _, videos in arrayrecord.finished_shards(output))
-    kept = f'the {done} videos in finished shards are kept' if done else 'no video was finished'
-    return f'{kept}; free some space and run the same command again to resume'
+    what = f'the {done} videos in finished shards are kept' if done else 'no video was finished'
+    return f'{what}; free some space and run the same command again to resume'
 
   with writer_lock.hold(output, '--output'), disk_space.reporting(output, '--output', kept):
     return _prepare(input_dir, output, fps=fps, size=size, jpeg_quality=jpeg_quality,

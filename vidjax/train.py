@@ -78,13 +78,15 @@ def _restore(checkpoints, start_step: int, state, workdir: Path):
 def _with_pretrained_encoder(state, path: str):
   """`state` with the encoder's params and BatchNorm statistics from the weights at `path`,
   placed as the ones they replace."""
+  flag = '--config.model.init'
   params, stats = pretrained.encoder_variables(
-      path, state['params']['encoder'], state['batch_stats']['encoder'], '--config.model.init')
+      pretrained.read(path, flag), path, state['params']['encoder'],
+      state['batch_stats']['encoder'], flag)
   place = lambda new, old: jax.device_put(new.astype(old.dtype), old.sharding)  # noqa: E731
-  return dict(state, params=dict(state['params'], encoder=jax.tree.map(
-      place, params, state['params']['encoder'])), batch_stats=dict(
-          state['batch_stats'], encoder=jax.tree.map(place, stats,
-                                                     state['batch_stats']['encoder'])))
+  params = dict(state['params'], encoder=jax.tree.map(place, params, state['params']['encoder']))
+  stats = dict(state['batch_stats'],
+               encoder=jax.tree.map(place, stats, state['batch_stats']['encoder']))
+  return dict(state, params=params, batch_stats=stats)
 
 
 def _train(config, workdir: Path, mesh, source, is_chief: bool):

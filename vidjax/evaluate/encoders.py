@@ -53,8 +53,8 @@ def _pretrained(config, path: str, mesh):
   """(model, variables, description) of the ResNet weights at `path`: the encoder of the
   file's architecture, torchvision's padding and RGB stem, global average pooling (the
   rest of the config, the image size, stays the run's)."""
-  name, width = pretrained.architecture(pretrained.read(path, '--init'), path,
-                                               '--init')
+  tensors = pretrained.read(path, '--init')
+  name, width = pretrained.architecture(tensors, path, '--init')
   config = config.copy_and_resolve_references()
   config.model.update(name=name, width=width, torchvision=True, cifar_stem=False,
                       gradient_stem=False, pool_grid=1, init='')
@@ -64,7 +64,7 @@ def _pretrained(config, path: str, mesh):
       jax.random.PRNGKey(0), np.zeros((1, config.image_size, config.image_size, 3),
                                       np.float32), train=False))
   params, stats = pretrained.encoder_variables(
-      path, shapes['params']['encoder'], shapes['batch_stats']['encoder'], '--init')
+      tensors, path, shapes['params']['encoder'], shapes['batch_stats']['encoder'], '--init')
   place = lambda x: jax.device_put(x, parallel.replicated(mesh))  # noqa: E731
   variables = {'params': {'encoder': jax.tree.map(place, params)},
                'batch_stats': {'encoder': jax.tree.map(place, stats)}}

@@ -83,10 +83,10 @@ def _torch_name(path: tuple, layers: dict, norms: int) -> str:
   return f'{prefix}.{"weight" if leaf == "kernel" else _BN[leaf]}'
 
 
-def encoder_variables(path: str, encoder_params, encoder_stats, flag: str) -> tuple:
+def encoder_variables(tensors: dict, path: str, encoder_params, encoder_stats,
+                      flag: str) -> tuple:
   """(params, batch_stats) of the encoder, shaped like `encoder_params` and `encoder_stats`
-  (the Flax encoder's, e.g. from its abstract init), filled from the file at `path`."""
-  tensors = read(path, flag)
+  (the Flax encoder's, e.g. from its abstract init), filled from `tensors` (read(path))."""
   stage_sizes, bottleneck = ARCHITECTURES[architecture(tensors, path, flag)[0]]
   blocks = sorted((k for k in encoder_params if 'Block_' in k),
                   key=lambda k: int(k.rsplit('_', 1)[1]))
