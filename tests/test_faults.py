@@ -373,3 +373,14 @@ def test_the_chaos_bench_runs_and_counts(tmp_path):
   results = json.loads(out.read_text())
   assert results['serve']['kills'] == 1 and results['serve']['acknowledged'] > 0
   assert [results[job]['lost'] for job in ('train', 'index', 'serve')] == [0, 0, 0]
+
+
+def test_a_resume_step_without_its_checkpoint_is_one_line(tmp_path):
+  config = _config(total_steps=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  config.resume_step = 3
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert _one_line(error) == (f'--config.resume_step=3: no such checkpoint in {tmp_path}/'
+                              'checkpoints (it has 2, 4)')
+  assert checkpointing.finished_steps(tmp_path) == [2, 4]

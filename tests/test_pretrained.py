@@ -199,3 +199,14 @@ def test_evaluate_and_index_with_weights(weights, smoke_run, tmp_path):
   options.init = 'weights:'
   with pytest.raises(SystemExit, match='--init=weights:: expected one of trained'):
     protocol.run(options)
+
+
+def test_a_missing_or_unreadable_weights_file_is_one_line(tmp_path):
+  with pytest.raises(ConfigError, match=r'--init=/nowhere.safetensors: no such file'):
+    pretrained.read('/nowhere.safetensors', '--init')
+  garbage = tmp_path / 'garbage.safetensors'
+  garbage.write_bytes(b'not a safetensors file')
+  with pytest.raises(ConfigError, match=r'garbage.safetensors: not a readable safetensors '
+                     r'file') as error:
+    pretrained.read(str(garbage), '--init')
+  assert '\n' not in str(error.value)
