@@ -34,9 +34,11 @@ def orientation_votes(images, orientations: int = 9, xp=np):
   magnitude = xp.take_along_axis(magnitude, strongest, axis=-1)[..., 0]
   degrees = xp.mod(xp.degrees(xp.arctan2(g_row, g_col)), 180.0)
   # A leftward gradient is 180 degrees, the same orientation as 0; float32 rounding can
-  # leave it just under 180, in the last bin instead of the first.
+  # leave it just under 180, in the last bin instead of the first. Under jit, XLA's fused
+  # normalisation can leave a flat column's gradient at -4e-8 instead of 0, 179.99998
+  # degrees here and a hair below 0 after the wrap: the clip keeps its vote in bin 0.
   degrees = xp.where(degrees > 180.0 - 1e-3, degrees - 180.0, degrees)
-  bins = xp.minimum(xp.floor(degrees / (180.0 / orientations)), orientations - 1)
+  bins = xp.clip(xp.floor(degrees / (180.0 / orientations)), 0, orientations - 1)
   return magnitude[..., None] * (bins[..., None] == xp.arange(orientations))
 
 
