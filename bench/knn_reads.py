@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vidjax import models, parallel, step, workdir as runs  # noqa: E402
+from vidjax import parallel, workdir as runs  # noqa: E402
 from vidjax.errors import ConfigError  # noqa: E402
 from vidjax.evaluate import datasets, embed, encoders, export, metrics, protocol  # noqa: E402
 
@@ -35,17 +35,6 @@ flags.DEFINE_string('support', 'synthetic', 'Labelled support set (as python -m 
 flags.DEFINE_string('query', 'synthetic', 'Labelled query set (as python -m vidjax.evaluate).')
 flags.DEFINE_integer('shots', 5, 'Labelled support items per class for few-shot 1-NN.')
 flags.DEFINE_integer('draws', 10, 'Random few-shot draws.')
-
-
-def restore(config, workdir: str, mesh):
-  """(model, variables) of the workdir's latest checkpoint, restored as encoders.load_encoder
-  restores --init=trained."""
-  replicated = parallel.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          step.abstract_state(config))
-  state, _ = encoders.restore_state(abstract, workdir, '')
-  return models.build_model(config), {'params': state['params'],
-                                      'batch_stats': state['batch_stats']}
 
 
 def make_outputs_fn(model, mesh):
@@ -90,7 +79,7 @@ def measure(options) -> list:
   query_set = datasets.open_labelled(options.query, 'query', config, '--query')
   protocol.check_shared_classes(support_set, query_set, options)
   mesh = parallel.make_mesh()
-  model, variables = restore(config, options.workdir, mesh)
+  model, variables, _ = encoders.trained_variables(config, options.workdir, '', mesh)
   support, query = representations(model, variables, (support_set, query_set),
                                    config.image_size, mesh)
   query_labels, known = datasets.align_query_labels(support_set, query_set)

@@ -19,6 +19,7 @@ LAYERS = [
     ('vidjax.workdir', 3), ('vidjax.evaluate', 3),
     ('vidjax.train', 4), ('vidjax.prepare', 4), ('vidjax.world', 4), ('vidjax.evaluate.__main__', 4),
     ('vidjax.index', 4),  # The corpus index builds on the evaluator's encoders.
+    ('vidjax.export', 4),  # Takes a trained encoder out.
     ('vidjax.search', 5),  # Queries an index.
     ('vidjax.labels', 6),  # Labels what a search finds.
     ('vidjax.serve', 7),  # Search and labelling over HTTP.
@@ -26,6 +27,8 @@ LAYERS = [
 
 
 def _layer(module: str) -> int:
+  if module == 'vidjax':
+    return 0  # The package's __init__: its version string and nothing else.
   matches = [(len(prefix), layer) for prefix, layer in LAYERS
              if module == prefix or module.startswith(prefix + '.')]
   assert matches, f'{module} has no layer in tests/test_layers.py'

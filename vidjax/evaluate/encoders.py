@@ -90,19 +90,26 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
       raise ConfigError(f'--init=hog: config.image_size={config.image_size}: {error}') from None
     return hog_descriptors, f'HOG ({size} values: 9 orientations, 8 px cells, 2x2 blocks)'
   if init == 'trained':
-    # Restored into the state's shapes alone: initialising it first would compile the
-    # model's and optimiser's init, most of a command's start-up on a CPU.
-    replicated = parallel.replicated(mesh)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                            step.abstract_state(config))
-    model = models.build_model(config)
-    state, description = restore_state(abstract, workdir, checkpoint)
+    model, variables, description = trained_variables(config, workdir, checkpoint, mesh)
   else:
     model, state, _ = step.make_state_and_step(config, mesh)
+    variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
     description = f'random init (seed {config.seed})'
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   embed_fn = embed.make_embed_fn(model, mesh)
   return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
+
+
+def trained_variables(config, workdir: str, checkpoint: str, mesh):
+  """(model, {'params', 'batch_stats'}, description) of the run's latest checkpoint or of
+  --checkpoint, replicated over `mesh`."""
+  # Restored into the state's shapes alone: initialising it first would compile the
+  # model's and optimiser's init, most of a command's start-up on a CPU.
+  replicated = parallel.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          step.abstract_state(config))
+  state, description = restore_state(abstract, workdir, checkpoint)
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  return models.build_model(config), variables, description
 
 
 def restore_state(state_like, workdir: str, checkpoint: str):

@@ -83,15 +83,20 @@ def _torch_name(path: tuple, layers: dict, norms: int) -> str:
   return f'{prefix}.{"weight" if leaf == "kernel" else _BN[leaf]}'
 
 
+def _block_layers(encoder_params, stage_sizes) -> dict:
+  """{'BasicBlock_3': 'layer2.1', ...}: each block module of the encoder, torchvision's name."""
+  blocks = sorted((k for k in encoder_params if 'Block_' in k),
+                  key=lambda k: int(k.rsplit('_', 1)[1]))
+  return dict(zip(blocks, (f'layer{stage + 1}.{i}' for stage, size in enumerate(stage_sizes)
+                           for i in range(size))))
+
+
 def encoder_variables(tensors: dict, path: str, encoder_params, encoder_stats,
                       flag: str) -> tuple:
   """(params, batch_stats) of the encoder, shaped like `encoder_params` and `encoder_stats`
   (the Flax encoder's, e.g. from its abstract init), filled from `tensors` (read(path))."""
   stage_sizes, bottleneck = ARCHITECTURES[architecture(tensors, path, flag)[0]]
-  blocks = sorted((k for k in encoder_params if 'Block_' in k),
-                  key=lambda k: int(k.rsplit('_', 1)[1]))
-  layers = dict(zip(blocks, (f'layer{stage + 1}.{i}' for stage, size in enumerate(stage_sizes)
-                             for i in range(size))))
+  layers = _block_layers(encoder_params, stage_sizes)
   norms = 4 if bottleneck else 3
   used = set()
 
@@ -123,3 +128,28 @@ def encoder_variables(tensors: dict, path: str, encoder_params, encoder_stats,
     raise ConfigError(f'{flag}={path}: {len(extra)} tensors the encoder does not have, '
                       f'e.g. {extra[0]}')
   return params, stats
+
+
+def torchvision_tensors(model_name: str, encoder_params, encoder_stats) -> dict:
+  """The encoder's variables (numpy trees) as {torchvision name: array}, convolutions OIHW,
+  each BatchNorm with the num_batches_tracked torchvision's strict loading expects: the
+  inverse of encoder_variables."""
+  stage_sizes, bottleneck = ARCHITECTURES[model_name]
+  layers = _block_layers(encoder_params, stage_sizes)
+  norms = 4 if bottleneck else 3
+  tensors = {}
+
+  def walk(tree, prefix=()):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        walk(value, prefix + (key,))
+        continue
+      array = np.asarray(value, np.float32)
+      tensors[_torch_name(prefix + (key,), layers, norms)] = (
+          np.ascontiguousarray(array.transpose(3, 2, 0, 1)) if key == 'kernel' else array)
+
+  walk(encoder_params)
+  walk(encoder_stats)
+  for name in [n for n in tensors if n.endswith('.running_mean')]:
+    tensors[name.replace('running_mean', 'num_batches_tracked')] = np.zeros((), np.int64)
+  return tensors
