@@ -3,11 +3,11 @@ r"""Barlow Twins (Zbontar et al. 2021) on temporal pairs, as in Tempo.
   python main.py --config=configs/barlow.py --workdir=runs/barlow
   python main.py --config=configs/barlow.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
 """
-from configs import common
+from vidjax import config_defaults
 
 
 def get_config(arg=None):
-  config = common.base_config(arg)
+  config = config_defaults.base_config(arg)
   config.method = 'barlow'
   config.head.update(proj_layers=3, proj_output_norm=False, pred_hidden_dim=0)
   # BatchNorm statistics per view, as the official code forwards y1 and y2 separately

@@ -3,11 +3,11 @@ r"""N-pair / InfoNCE (SimCLR setup) on temporal pairs, with a video-id positive 
   python main.py --config=configs/npair.py --workdir=runs/npair
   python main.py --config=configs/npair.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
 """
-from configs import common
+from vidjax import config_defaults
 
 
 def get_config(arg=None):
-  config = common.base_config(arg)
+  config = config_defaults.base_config(arg)
   config.method = 'npair'
   config.head.update(proj_layers=2, proj_output_norm=False, pred_hidden_dim=0)
   config.head.proj_dim = min(128, config.head.proj_dim)

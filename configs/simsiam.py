@@ -4,11 +4,11 @@ RDM's whitened targets in place of a learned predictor (Zhuo et al. 2023), train
   python main.py --config=configs/simsiam.py --workdir=runs/simsiam
   python main.py --config=configs/simsiam.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
 """
-from configs import common
+from vidjax import config_defaults
 
 
 def get_config(arg=None):
-  config = common.base_config(arg)
+  config = config_defaults.base_config(arg)
   config.method = 'simsiam'
   # Projector ends in BN, as the paper's.
   config.head.proj_layers = 2

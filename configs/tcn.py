@@ -7,11 +7,11 @@ of the same video far in time cut at the same place.
   python main.py --config=configs/tcn.py --workdir=runs/tcn
   python main.py --config=configs/tcn.py:smoke --workdir=/tmp/smoke   # seconds, tiny model
 """
-from configs import common
+from vidjax import config_defaults
 
 
 def get_config(arg=None):
-  config = common.base_config(arg)
+  config = config_defaults.base_config(arg)
   config.method = 'tcn'
   config.head.update(proj_layers=2, proj_output_norm=False, pred_hidden_dim=0)
   config.head.proj_dim = min(128, config.head.proj_dim)

@@ -69,7 +69,7 @@ def test_export_round_trip_through_weights(tmp_path):
   train.train_and_evaluate(config, run)
   options = types.SimpleNamespace(workdir=run, checkpoint='', output=str(tmp_path / 'out'),
                                   overwrite=False)
-  summary = command.run(options)
+  summary = command.export_encoder(options)
   check = summary['onnx']['check']
   assert check['images'] == 32 and check['max_abs_difference'] < TOLERANCE * max(
       1, check['max_abs_embedding'])
@@ -90,10 +90,10 @@ def test_export_round_trip_through_weights(tmp_path):
 
   before = os.path.getmtime(tmp_path / 'out' / export.ONNX)
   with pytest.raises(ConfigError, match='exists; pass --overwrite'):
-    command.run(options)
+    command.export_encoder(options)
   assert os.path.getmtime(tmp_path / 'out' / export.ONNX) == before
   options.overwrite = True
-  command.run(options)
+  command.export_encoder(options)
   assert not [name for name in os.listdir(tmp_path) if name.endswith(('.partial', '.old'))]
 
 

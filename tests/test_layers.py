@@ -11,13 +11,14 @@ VIDJAX = Path(__file__).resolve().parents[1] / 'vidjax'
 # A module may import modules of its own layer or lower ones; the first prefix that
 # matches a module's name gives its layer.
 LAYERS = [
-    ('vidjax.errors', 0), ('vidjax.atomic', 0), ('vidjax.cli', 0), ('vidjax.hog', 0),
-    ('vidjax.disk_space', 0), ('vidjax.writer_lock', 0),
+    ('vidjax.errors', 0), ('vidjax.atomic', 0), ('vidjax.config_defaults', 0), ('vidjax.cli', 0),
+    ('vidjax.hog', 0), ('vidjax.disk_space', 0), ('vidjax.writer_lock', 0),
     ('vidjax.data', 1), ('vidjax.models', 1), ('vidjax.losses', 1), ('vidjax.optim', 1),
     ('vidjax.parallel', 1), ('vidjax.multihost', 1), ('vidjax.metrics_log', 1),
     ('vidjax.step', 2), ('vidjax.checkpointing', 2), ('vidjax.config_checks', 2),
     ('vidjax.workdir', 3), ('vidjax.evaluate', 3),
-    ('vidjax.train', 4), ('vidjax.prepare', 4), ('vidjax.world', 4), ('vidjax.evaluate.__main__', 4),
+    ('vidjax.train', 4), ('vidjax.train_command', 4), ('vidjax.prepare', 4), ('vidjax.world', 4),
+    ('vidjax.evaluate.__main__', 4),
     ('vidjax.index', 4),  # The corpus index builds on the evaluator's encoders.
     ('vidjax.export', 4),  # Takes a trained encoder out.
     ('vidjax.search', 5),  # Queries an index.

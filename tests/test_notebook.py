@@ -1,10 +1,18 @@
-"""notebooks/quickstart.ipynb: stored clean, and run end to end (train, evaluate, index,
-search) on the smoke config in a fresh kernel, as nbclient runs it."""
+"""notebooks/quickstart.ipynb: stored clean, run end to end (train, evaluate, index, search)
+on the smoke config in a fresh kernel, as nbclient runs it, and its install cell installs
+the package (pyproject.toml) so that the console scripts run outside the checkout."""
+import json
 import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 
 import nbformat
 from nbclient import NotebookClient
+
+import vidjax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')
@@ -87,3 +95,37 @@ def test_notebook_runs_end_to_end_on_the_smoke_config(tmp_path, monkeypatch):
   shown = [o for cell in nb.cells for o in cell.get('outputs', [])
            if o['output_type'] == 'display_data' and 'image/png' in o.get('data', {})]
   assert len(shown) == 2
+
+
+def test_install_cell_installs_a_package_that_trains_outside_the_checkout(tmp_path):
+  """The install cell's pip commands, with REPO = this checkout, in a fresh venv (which sees
+  the installed dependencies, so nothing is downloaded but the build backend): the console
+  scripts answer --version and vidjax-train runs a shipped config from another folder."""
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  install = [cell for cell in nb.cells if 'install' in _tags(cell)][0].source
+  assert re.search(r'^REPO = .*the one thing to edit', install, re.M)
+  commands = [line[1:].strip() for line in install.splitlines() if line.startswith('!')]
+  assert commands == ['pip install -q "{REPO}"']
+  venv = tmp_path / 'venv'
+  subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)],
+                 check=True)
+  for command in commands:
+    args = shlex.split(command.replace('{REPO}', ROOT))
+    assert args[0] == 'pip'
+    subprocess.run([str(venv / 'bin' / 'python'), '-m', *args], check=True, cwd=tmp_path)
+  shutil.rmtree(os.path.join(ROOT, 'build'), ignore_errors=True)  # pip's in-tree build.
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  run = lambda *args: subprocess.run(  # noqa: E731
+      [str(venv / 'bin' / args[0]), *args[1:]], cwd=elsewhere, capture_output=True,
+      text=True, check=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  for script in ('vidjax-train', 'vidjax-evaluate', 'vidjax-index', 'vidjax-search',
+                 'vidjax-serve', 'vidjax-labels', 'vidjax-prepare', 'vidjax-world',
+                 'vidjax-export'):
+    assert run(script, '--version').stdout.strip() == f'vidjax {vidjax.__version__}'
+  run('vidjax-train', '--config=npair:smoke', '--workdir=run', '--config.total_steps=2')
+  with open(elsewhere / 'run' / 'config.json') as f:
+    saved = json.load(f)
+  assert saved['vidjax_version'] == vidjax.__version__ and saved['method'] == 'npair'
+  installed = run('python', '-c', 'import vidjax; print(vidjax.__file__)').stdout
+  assert str(venv) in installed  # The package, not this checkout.

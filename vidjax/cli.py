@@ -1,5 +1,19 @@
-"""What every `python -m vidjax.<command>` does first."""
+"""What every vidjax command (`python -m vidjax.<command>`, `vidjax-<command>`) does first."""
+import sys
+
 from absl import app, flags, logging
+
+from vidjax import __version__
+
+flags.DEFINE_bool('version', False, 'Print the vidjax version and exit.')
+
+
+def run(main, **options):
+  """absl's app.run(main, **options), after answering --version: a command's entry point."""
+  if '--version' in sys.argv[1:]:
+    print(f'vidjax {__version__}')
+    sys.exit(0)
+  app.run(main, **options)
 
 
 def command_flags(argv):

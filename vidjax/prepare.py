@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from vidjax import atomic, disk_space, writer_lock
+from vidjax import atomic, cli, disk_space, writer_lock
 from vidjax.data.sources import arrayrecord, base
 from vidjax.data.sources.frames import FrameFolders
 from vidjax.data.sources.videos import VideoFiles
@@ -288,5 +288,9 @@ def main(argv):
   print_report(report, f.output)
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

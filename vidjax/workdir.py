@@ -1,9 +1,9 @@
 """A training run's folder: its config.json, read back and compared before a run resumes.
 
-config.json holds the full config of the run. Runs written by earlier versions lack the
-fields added since; `load_config` merges what a run saved over today's defaults
-(configs/common.py), whose value for every field added later is the behaviour runs had
-before it existed. So code reads `config.model.zero_init_residual`, never `.get(...)`.
+config.json holds the full config of the run and the vidjax version that wrote it. Runs
+written by earlier versions lack the fields added since; `load_config` merges what a run
+saved over today's defaults (vidjax/config_defaults.py), whose value for every field added
+later is the behaviour runs had before it existed. So code reads `config.model.zero_init_residual`, never `.get(...)`.
 """
 import json
 import os
@@ -11,11 +11,11 @@ import os
 import jax
 import ml_collections
 
-from configs import common
-from vidjax import atomic, step
+from vidjax import __version__, atomic, config_defaults, step
 from vidjax.errors import ConfigError
 
 CONFIG = 'config.json'
+VERSION_KEY = 'vidjax_version'
 
 
 def _merge(defaults: dict, saved: dict) -> dict:
@@ -38,11 +38,15 @@ def load_config(workdir: str, flag: str = '--workdir') -> ml_collections.ConfigD
       saved = json.load(f)
   except (OSError, ValueError) as e:
     raise ConfigError(f'{flag}={workdir}: {CONFIG} is not readable JSON: {e}') from None
-  return ml_collections.ConfigDict(_merge(common.base_config().to_dict(), saved))
+  saved.pop(VERSION_KEY, None)
+  return ml_collections.ConfigDict(_merge(config_defaults.base_config().to_dict(), saved))
 
 
 def save_config(workdir: str, config):
-  atomic.write_text(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
+  """config.json: the config, and the vidjax version that wrote it (not a config field)."""
+  values = json.loads(config.to_json_best_effort())
+  atomic.write_json(os.path.join(workdir, CONFIG), {VERSION_KEY: __version__, **values},
+                    indent=2)
 
 
 def _flat(config, prefix='') -> dict:

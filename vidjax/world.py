@@ -25,6 +25,7 @@ import time
 from absl import app, flags
 from PIL import Image
 
+from vidjax import cli
 from vidjax.data.sources import world, world_crops
 from vidjax.data.sources.videos import write_video
 from vidjax.evaluate.datasets import CROPS_CSV
@@ -138,6 +139,11 @@ def _define_flags():
   flags.DEFINE_integer('workers', min(os.cpu_count() or 1, 8), 'Rendering processes.')
 
 
-if __name__ == '__main__':
+def run():
+  """The vidjax-world console script."""
   _define_flags()
-  app.run(main)
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

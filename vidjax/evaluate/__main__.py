@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
-from vidjax import multihost
+from vidjax import cli, multihost
 from vidjax.evaluate import protocol
 
 flags.DEFINE_string('workdir', None, 'The training run to evaluate (holds config.json).')

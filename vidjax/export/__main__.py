@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from vidjax import atomic, cli, disk_space, parallel, workdir, writer_lock
 from vidjax.errors import ConfigError
@@ -24,7 +24,7 @@ flags.DEFINE_string('output', None, 'The folder to write.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.')
 
 
-def run(f) -> dict:
+def export_encoder(f) -> dict:
   output = os.path.abspath(os.path.expanduser(f.output))
   config = workdir.load_config(f.workdir)
   mesh = parallel.make_mesh()
@@ -55,7 +55,7 @@ def main(argv):
     if not getattr(f, name):
       sys.exit(f'error: --{name} is required (see --help)')
   try:
-    summary = run(f)
+    summary = export_encoder(f)
   except ConfigError as e:
     sys.exit(f'error: {e}')
   check = summary['onnx']['check']
@@ -73,5 +73,9 @@ def main(argv):
                                 'torchvision\'s own (export.json)'))
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -18,7 +18,7 @@ shards' inverted lists). Folder layout: vidjax/index/build.py.
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from vidjax import cli
 from vidjax.errors import ConfigError
@@ -65,5 +65,9 @@ def main(argv):
     sys.exit(f'error: {e}')
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

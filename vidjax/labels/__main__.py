@@ -12,9 +12,9 @@ with --overwrite. It reads as `imagefolder:OUTPUT` in `python -m vidjax.evaluate
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from vidjax import disk_space, writer_lock
+from vidjax import cli, disk_space, writer_lock
 from vidjax.errors import ConfigError, NotFound
 from vidjax.labels import export, store
 from vidjax.search import corpus
@@ -27,7 +27,7 @@ flags.DEFINE_bool('overwrite', False, 'export: replace an existing --output.')
 COMMANDS = ('list', 'export')
 
 
-def run(command: str, f):
+def run_command(command: str, f):
   index = corpus.CorpusIndex(os.path.expanduser(f.index))
   labels = store.LabelStore(os.path.join(index.folder, 'metadata.sqlite'))
   try:
@@ -63,10 +63,14 @@ def main(argv):
   if not f.index:
     sys.exit('error: --index is required (a folder written by python -m vidjax.index)')
   try:
-    run(argv[1], f)
+    run_command(argv[1], f)
   except (ConfigError, NotFound, ValueError) as e:
     sys.exit(f'error: {e}')
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -17,7 +17,7 @@ that many seconds of a better hit in the same video, so one long shot does not f
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from vidjax import cli
 from vidjax.errors import ConfigError
@@ -54,5 +54,9 @@ def main(argv):
     sys.exit(f'error: {e}')
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

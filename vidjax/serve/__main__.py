@@ -11,7 +11,7 @@ reach the port can read the corpus's frames and write labels.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from vidjax import cli
 from vidjax.errors import ConfigError
@@ -45,5 +45,9 @@ def main(argv):
   uvicorn.run(server_app, host=f.host, port=f.port, log_level='warning')
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

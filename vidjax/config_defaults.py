@@ -1,9 +1,11 @@
-"""Defaults shared by the four method configs (simsiam.py, npair.py, barlow.py, tcn.py).
+"""Defaults shared by the four method configs (configs/simsiam.py, npair.py, barlow.py,
+tcn.py).
 
 Not a config file to run by itself: each method module calls `base_config(arg)` and
 overrides what its paper does differently. These are also the values a run's config.json
 is merged over when it predates a field (vidjax/workdir.py): a field added later must
-default to the behaviour runs had before it existed.
+default to the behaviour runs had before it existed. That is why they live in the package
+and not in configs/: an installed vidjax reads old runs without a checkout.
 """
 import ml_collections
 
