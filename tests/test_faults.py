@@ -253,7 +253,7 @@ def _eval_options(workdir):
   return types.SimpleNamespace(
       workdir=str(workdir), init='pixels', checkpoint='', support='synthetic',
       query='synthetic', index='Flat', shots=['5'], draws=3, linear_samples_per_class=0,
-      linear_runs=1, grid_queries=4, grid_neighbours=3, batch_size=64)
+      linear_runs=1, grid_queries=4, grid_neighbours=3, batch_size=64, finetune=False)
 
 
 def test_a_full_disk_while_evaluating_keeps_what_was_written(smoke_run, monkeypatch):

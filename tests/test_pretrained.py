@@ -184,7 +184,7 @@ def test_evaluate_and_index_with_weights(weights, smoke_run, tmp_path):
   options = types.SimpleNamespace(
       workdir=smoke_run, init=f'weights:{path}', checkpoint='', support='synthetic',
       query='synthetic', index='Flat', shots=['5'], draws=3, linear_samples_per_class=0,
-      linear_runs=1, grid_queries=4, grid_neighbours=3, batch_size=64)
+      linear_runs=1, grid_queries=4, grid_neighbours=3, batch_size=64, finetune=False)
   protocol.run(options)
   with open(os.path.join(smoke_run, 'eval', 'weights-resnet18', 'metrics.json')) as f:
     result = json.load(f)

@@ -35,6 +35,12 @@ flags.DEFINE_integer('draws', 10, 'Random draws per few-shot n.')
 flags.DEFINE_integer('linear_samples_per_class', 0, 'Linear probe on this many support items '
                      'per class (0 = all).')
 flags.DEFINE_integer('linear_runs', 5, 'Repeated draws when --linear_samples_per_class > 0.')
+flags.DEFINE_bool('finetune', False, 'Also fine-tune the whole encoder plus a linear head on '
+                  '--finetune_samples_per_class labelled support crops per class '
+                  '(evaluate/finetune.py), --finetune_runs times; not for pixels or hog.')
+flags.DEFINE_integer('finetune_samples_per_class', 10, 'Labelled crops per class to fine-tune on.')
+flags.DEFINE_integer('finetune_runs', 5, 'Fine-tuning runs, each on a fresh draw.')
+flags.DEFINE_integer('finetune_steps', 200, 'Steps of each fine-tuning run.')
 flags.DEFINE_integer('grid_queries', 10, 'Query rows in the retrieval grid.')
 flags.DEFINE_integer('grid_neighbours', 8, 'Neighbours per row in the retrieval grid.')
 flags.DEFINE_integer('batch_size', 256, 'Images per embedding batch.')
@@ -55,5 +61,9 @@ def main(argv):
   protocol.run(options)
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -71,16 +71,30 @@ def _pretrained(config, path: str, mesh):
   return model, variables, f'pretrained {name} from {path}'
 
 
-def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
-  """(images -> embeddings [n, D] numpy, description) for one --init. A relative
-  weights:PATH is found in `workdir` first (an index keeps its copy there)."""
+def network(config, workdir: str, init: str, mesh, checkpoint: str = ''):
+  """(model, {'params', 'batch_stats'}, description) of an --init that is a network:
+  trained, random or weights:PATH (a relative PATH is found in `workdir` first: an index
+  keeps its copy there)."""
   if init.startswith(WEIGHTS):
     path = init[len(WEIGHTS):]
     if not os.path.isabs(path) and os.path.isfile(os.path.join(workdir, path)):
       path = os.path.join(workdir, path)
-    model, variables, description = _pretrained(config, path, mesh)
-    embed_fn = embed.make_embed_fn(model, mesh)
-    return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
+    return _pretrained(config, path, mesh)
+  if init == 'trained':
+    return trained_variables(config, workdir, checkpoint, mesh)
+  model, state, _ = step.make_state_and_step(config, mesh)
+  return (model, {'params': state['params'], 'batch_stats': state['batch_stats']},
+          f'random init (seed {config.seed})')
+
+
+def embedder(model, variables, mesh):
+  """images -> embeddings [n, D] numpy, for a network's model and variables."""
+  embed_fn = embed.make_embed_fn(model, mesh)
+  return lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)
+
+
+def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
+  """(images -> embeddings [n, D] numpy, description) for one --init."""
   if init == 'pixels':
     return (lambda rows: flat_centred(rows[0:len(rows)])), 'raw pixels (flattened, mean-centred)'
   if init == 'hog':
@@ -89,14 +103,8 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
     except ValueError as error:
       raise ConfigError(f'--init=hog: config.image_size={config.image_size}: {error}') from None
     return hog_descriptors, f'HOG ({size} values: 9 orientations, 8 px cells, 2x2 blocks)'
-  if init == 'trained':
-    model, variables, description = trained_variables(config, workdir, checkpoint, mesh)
-  else:
-    model, state, _ = step.make_state_and_step(config, mesh)
-    variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-    description = f'random init (seed {config.seed})'
-  embed_fn = embed.make_embed_fn(model, mesh)
-  return (lambda rows: embed.embed_images(embed_fn, variables, rows, mesh)), description
+  model, variables, description = network(config, workdir, init, mesh, checkpoint)
+  return embedder(model, variables, mesh), description
 
 
 def trained_variables(config, workdir: str, checkpoint: str, mesh):

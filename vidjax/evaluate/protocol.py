@@ -10,7 +10,8 @@ import numpy as np
 
 from vidjax import atomic, disk_space, parallel, workdir as runs, writer_lock
 from vidjax.errors import ConfigError
-from vidjax.evaluate import datasets, encoders, export, knn, linear, metrics, pictures
+from vidjax.evaluate import (datasets, encoders, export, finetune, knn, linear, metrics,
+                             pictures)
 
 TABLE_COLUMNS = ('knn_top1', '5-shot', 'linear_top1', 'mAP', 'roc_auc')
 
@@ -32,7 +33,12 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   is_chief = jax.process_index() == 0
   if init in encoders.HANDMADE and not is_chief:
     return None  # Nothing to compute together.
-  encoder, description = encoders.load_encoder(config, workdir, init, mesh, options.checkpoint)
+  network = None
+  if init in encoders.HANDMADE:
+    encoder, description = encoders.load_encoder(config, workdir, init, mesh)
+  else:
+    network = encoders.network(config, workdir, init, mesh, options.checkpoint)
+    encoder, description = encoders.embedder(*network[:2], mesh), network[2]
   embedded = os.path.join(out, 'embeddings')
   support = export.export_embeddings(support_set, encoder, config.image_size, embedded,
                                      'support', options.batch_size, write=is_chief)
@@ -42,8 +48,8 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
     return None
   support, query = np.asarray(support), np.asarray(query)
   index = knn.build_index(support, options.index, os.path.join(embedded, 'support.faiss'))
-  query_labels, known = datasets.align_query_labels(support_set, query_set)
-  query, query_labels = query[known], query_labels[known]
+  aligned_labels, known = datasets.align_query_labels(support_set, query_set)
+  query, query_labels = query[known], aligned_labels[known]
   support_labels, num_classes = support_set.labels, len(support_set.class_names)
   notes = [f'{np.sum(~known)} query items of classes the support lacks left out'] if (
       ~known).any() else []
@@ -58,6 +64,18 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
   result.update(linear.linear_probe(support, support_labels, query, query_labels, num_classes,
                                     options.linear_samples_per_class, options.linear_runs,
                                     config.seed))
+  if options.finetune:
+    if network is None:
+      notes.append('--finetune: a hand-made encoder has no weights to fine-tune')
+    else:
+      model, variables, _ = network
+      result.update(finetune.finetune(
+          model.encoder, variables['params']['encoder'], variables['batch_stats']['encoder'],
+          export.ImageRows(support_set, config.image_size), support_labels,
+          export.ImageRows(query_set, config.image_size), np.where(known, aligned_labels, -1),
+          num_classes,
+          options.finetune_samples_per_class, options.finetune_runs, options.finetune_steps,
+          config.seed))
   result['retrieval'] = metrics.retrieval_metrics(support, support_labels, query, query_labels)
   result['separation'] = metrics.separation_metrics(query, query_labels)
   query_contexts = None
@@ -90,6 +108,9 @@ def table(results) -> str:
   """A Markdown table of the headline numbers, one row per encoder; context_match@8 (with
   its chance rate) when the sets know each crop's context."""
   columns = list(TABLE_COLUMNS)
+  with_finetune = any('finetune' in r for r in results)
+  if with_finetune:
+    columns.append('fine-tuned')
   with_context = all('context_match@8' in r for r in results)
   if with_context:
     columns.append('context_match@8 (chance)')
@@ -100,6 +121,9 @@ def table(results) -> str:
              f"{five['mean']:.3f} ± {five['ci95']:.3f}" if five else 'n/a',
              f"{r['linear_top1']:.3f}", f"{r['retrieval']['mAP']:.3f}",
              f"{r['separation']['roc_auc']:.3f}"]
+    if with_finetune:
+      tuned = r.get('finetune')
+      cells.append(f"{tuned['mean']:.3f} ± {tuned['ci95']:.3f}" if tuned else 'n/a')
     if with_context:
       cells.append(f"{r['context_match@8']:.3f} ({r['context_match_chance']:.3f})")
     lines.append(f"| {r['init']} | " + ' | '.join(cells) + ' |')
