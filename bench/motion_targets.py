@@ -41,7 +41,7 @@ from vidjax.data import augment, motion, pairs  # noqa: E402
 from vidjax.data.sources import world  # noqa: E402
 from vidjax.evaluate.online import KnnMonitor  # noqa: E402
 from vidjax.models import build_model, downsampling  # noqa: E402
-from vidjax.models.heads import _MEAN, _STD  # noqa: E402
+from vidjax.models.heads import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from views import true_objects  # noqa: E402  (bench/views.py)
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'An N-pair training config file.')
@@ -66,11 +66,11 @@ class MotionModel(nn.Module):
   hog_size: int
 
   def embed(self, images):
-    return self.encoder((images - _MEAN) / _STD, train=False)
+    return self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=False)
 
   @nn.compact
   def __call__(self, images, train: bool):
-    feature_map = self.encoder((images - _MEAN) / _STD, train=train, pooled=False)
+    feature_map = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train, pooled=False)
     feature = jnp.mean(feature_map, axis=(1, 2))
     mask_logits = nn.Conv(1, (1, 1), name='mask_head')(feature_map)[..., 0]
     if _HOG_FROM.value == 'cells':

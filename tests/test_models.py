@@ -25,7 +25,7 @@ def test_the_feature_holds_each_cell_of_the_grid():
   feature_map = model.encoder.apply(
       {'params': variables['params']['encoder'],
        'batch_stats': variables['batch_stats']['encoder']},
-      (images - models.heads._MEAN) / models.heads._STD, train=False, pooled=False)
+      (images - models.heads.IMAGENET_MEAN) / models.heads.IMAGENET_STD, train=False, pooled=False)
   feature = model.apply(variables, images, method=models.SSLModel.embed)
   assert feature.shape == (2, 4 * feature_map.shape[-1])
   np.testing.assert_allclose(np.asarray(feature), np.asarray(resnet.grid_pool(feature_map, 2)),

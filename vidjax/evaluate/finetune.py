@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vidjax.models.heads import _MEAN, _STD
+from vidjax.models.heads import IMAGENET_MEAN, IMAGENET_STD
 
 STEPS = 200
 BATCH = 64
@@ -33,7 +33,7 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool):
-    features = self.encoder((images - _MEAN) / _STD, train=train)
+    features = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(features)
 
 

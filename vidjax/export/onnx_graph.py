@@ -13,7 +13,7 @@ JAX is measured on every export, export.json).
 import numpy as np
 
 from vidjax.models import resnet
-from vidjax.models.heads import _MEAN, _STD
+from vidjax.models.heads import IMAGENET_MEAN, IMAGENET_STD
 
 OPSET = 17
 _IR_VERSION = 8  # The oldest that holds opset 17: runtimes back to onnxruntime 1.11 read it.
@@ -134,7 +134,7 @@ def _oriented_gradients(g: _Graph, x: str, side: int) -> str:
   sign = g.op('Where', lower, g.const(np.float32(-1)), g.const(np.float32(1)))
   g_row, g_col = g.op('Mul', g_row, sign), g.op('Mul', g_col, sign)
   # The angle is past edge a iff sin(angle - a) = row cos a - col sin a >= 0.
-  edges = np.radians(np.arange(1, resnet._ORIENTATIONS) * 180.0 / resnet._ORIENTATIONS)
+  edges = np.radians(np.arange(1, resnet.ORIENTATIONS) * 180.0 / resnet.ORIENTATIONS)
   shape = (1, len(edges), 1, 1)
   cross = g.op('Sub', g.op('Mul', g_row, g.const(np.cos(edges).reshape(shape).astype(np.float32))),
                g.op('Mul', g_col, g.const(np.sin(edges).reshape(shape).astype(np.float32))))
@@ -145,7 +145,7 @@ def _oriented_gradients(g: _Graph, x: str, side: int) -> str:
       'Mul', g.op('Neg', g_col), g.const(np.float32(np.tan(np.radians(1e-3)))))))
   bins = g.op('Where', wrap, zero, bins)
   one_hot = g.op('Cast', g.op('Equal', bins, g.const(
-      np.arange(resnet._ORIENTATIONS, dtype=np.float32).reshape(1, -1, 1, 1))),
+      np.arange(resnet.ORIENTATIONS, dtype=np.float32).reshape(1, -1, 1, 1))),
                  to=g.onnx.TensorProto.FLOAT)
   votes = g.op('Mul', magnitude, one_hot)
 
@@ -154,11 +154,11 @@ def _oriented_gradients(g: _Graph, x: str, side: int) -> str:
     return g.op('AveragePool', t, kernel_shape=[window, window], count_include_pad=1,
                 pads=[before, before, after, after])
 
-  votes = mean_pool(votes, resnet._SMOOTH)
+  votes = mean_pool(votes, resnet.SMOOTH)
   energy = mean_pool(g.op('ReduceSum', g.op('Mul', votes, votes), i64(1), keepdims=1),
-                     resnet._NORM_WINDOW)
+                     resnet.NORM_WINDOW)
   return g.op('Div', votes, g.op('Sqrt', g.op('Add', energy,
-                                              g.const(np.float32(resnet._NORM_EPS)))))
+                                              g.const(np.float32(resnet.NORM_EPS)))))
 
 
 def encoder_graph(model_config, image_size: int, params: dict, stats: dict) -> bytes:
@@ -170,7 +170,7 @@ def encoder_graph(model_config, image_size: int, params: dict, stats: dict) -> b
   writer = _Writer(g, params, stats, model_config.torchvision)
   x = g.op('Div', g.op('Cast', 'images', to=g.onnx.TensorProto.FLOAT),
            g.const(np.float32(255)))
-  x = g.op('Div', g.op('Sub', x, g.const(_MEAN)), g.const(_STD))
+  x = g.op('Div', g.op('Sub', x, g.const(IMAGENET_MEAN)), g.const(IMAGENET_STD))
   x = g.op('Transpose', x, perm=[0, 3, 1, 2])
   side = image_size
   if model_config.gradient_stem:

@@ -8,8 +8,8 @@ import numpy as np
 # ImageNet channel statistics: the usual input normalisation, also right for natural video.
 # numpy, not jax.numpy: a jax array made at import time would start JAX's backend before
 # jax.distributed.initialize can run in a multi-host job.
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class MLP(nn.Module):
@@ -50,10 +50,10 @@ class SSLModel(nn.Module):
   hog_head: Optional[nn.Module] = None
 
   def embed(self, images):
-    return self.encoder((images - _MEAN) / _STD, train=False)
+    return self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=False)
 
   def __call__(self, images, train: bool):
-    feature = self.encoder((images - _MEAN) / _STD, train=train)
+    feature = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train)
     outputs = {'feature': feature, 'z': self.projector(feature, train=train)}
     if self.predictor is not None:
       outputs['p'] = self.predictor(outputs['z'], train=train)

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 
 from vidjax import hog
 
-_ORIENTATIONS = 9
-_SMOOTH = 3  # Pixels over which the orientation votes are averaged, like a small HOG cell.
-_NORM_WINDOW = 8  # Pixels over which the gradient energy is normalised, like a HOG block.
-_NORM_EPS = 1e-4
+ORIENTATIONS = 9
+SMOOTH = 3  # Pixels over which the orientation votes are averaged, like a small HOG cell.
+NORM_WINDOW = 8  # Pixels over which the gradient energy is normalised, like a HOG block.
+NORM_EPS = 1e-4
 
 
 def oriented_gradients(x):
@@ -30,12 +30,12 @@ def oriented_gradients(x):
   input layer with HOG's invariances (colour, contrast, light/dark inversion), so that what
   the network builds on is edges and texture by orientation, as HOG's, rather than colour
   and brightness, which here tell the photographs apart better than the objects."""
-  votes = jax.lax.stop_gradient(hog.orientation_votes(x.astype(jnp.float32), _ORIENTATIONS,
+  votes = jax.lax.stop_gradient(hog.orientation_votes(x.astype(jnp.float32), ORIENTATIONS,
                                                       xp=jnp))
-  votes = nn.avg_pool(votes, (_SMOOTH, _SMOOTH), padding='SAME')
+  votes = nn.avg_pool(votes, (SMOOTH, SMOOTH), padding='SAME')
   energy = nn.avg_pool(jnp.sum(votes ** 2, axis=-1, keepdims=True),
-                       (_NORM_WINDOW, _NORM_WINDOW), padding='SAME')
-  return (votes / jnp.sqrt(energy + _NORM_EPS)).astype(x.dtype)
+                       (NORM_WINDOW, NORM_WINDOW), padding='SAME')
+  return (votes / jnp.sqrt(energy + NORM_EPS)).astype(x.dtype)
 
 
 def _last_scale_init(zero_init_residual: bool):
