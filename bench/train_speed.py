@@ -80,30 +80,41 @@ def random_batch(config, rng):
           'frame_idx': np.zeros(shape[:2], np.int32), 'dt': np.zeros(shape[:2], np.int32)}
 
 
-def timed_steps(step_fn, state, batches, steps: int):
-  """(state, seconds per step) over `steps` steps, each batch from `batches()`."""
+def timed_steps(step_fn, state, batches, steps: int, per_dispatch: int = 1):
+  """(state, seconds per step) over `steps` calls of per_dispatch steps each, each call's
+  batch(es) from `batches()`."""
   started = time.perf_counter()
   for number in range(steps):
-    state, metrics = step_fn(state, batches(), jax.random.PRNGKey(number))
+    key = jax.random.PRNGKey(number)
+    state, metrics = step_fn(state, batches(), key if per_dispatch == 1 else
+                             jax.random.split(key, per_dispatch))
   jax.block_until_ready(metrics['loss'])
-  return state, (time.perf_counter() - started) / steps
+  return state, (time.perf_counter() - started) / steps / per_dispatch
+
+
+def stacked(batches: list) -> dict:
+  return jax.tree.map(lambda *rows: np.stack(rows), *batches)
 
 
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   config = make_config(method, setup, batch, dtype, f.workers, rgb_stem=f.compare)
   mesh = parallel.make_mesh()
-  _, state, step_fn = step.make_state_and_step(config, mesh)
-  resident = parallel.to_global(random_batch(config, np.random.default_rng(0)), mesh)
+  k = f.steps_per_dispatch
+  _, state, step_fn = step.make_state_and_step(config, mesh, k)
+  resident = random_batch(config, np.random.default_rng(0))
+  resident = (parallel.to_global(resident, mesh) if k == 1 else
+              parallel.to_global(stacked([resident] * k), mesh, stacked=True))
   started = time.perf_counter()
-  compiled = step_fn.lower(state, resident, jax.random.PRNGKey(0)).compile()
+  compiled = step_fn.lower(state, resident, jax.random.PRNGKey(0) if k == 1 else
+                           jax.random.split(jax.random.PRNGKey(0), k)).compile()
   compile_s = time.perf_counter() - started
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  flops = float(cost.get('flops', 0.0)) if cost else 0.0
-  state, _ = timed_steps(compiled, state, lambda: resident, f.warmup)
-  state, resident_s = timed_steps(compiled, state, lambda: resident, f.steps)
+  flops = (float(cost.get('flops', 0.0)) if cost else 0.0) / k  # Of the whole scanned call.
+  state, _ = timed_steps(compiled, state, lambda: resident, f.warmup, k)
+  state, resident_s = timed_steps(compiled, state, lambda: resident, f.steps, k)
   row = dict(method=method, setup=setup, model=config.model.name, width=config.model.width,
-             image_size=config.image_size, batch=batch, dtype=dtype,
+             image_size=config.image_size, batch=batch, dtype=dtype, steps_per_dispatch=k,
              device=jax.devices()[0].device_kind, devices=jax.device_count(),
              compile_s=round(compile_s, 1), step_ms=round(1000 * resident_s, 2),
              pairs_per_s=round(batch / resident_s, 1), gflops_per_step=round(flops / 1e9, 2),
@@ -113,9 +124,11 @@ def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   if f.pipeline:
     source = sources.open_source(config.data.train, config)
     iterator = pipeline.make_train_iterator(source, config)
-    feed = lambda: parallel.to_global(next(iterator), mesh)
-    state, _ = timed_steps(compiled, state, feed, f.warmup)
-    state, fed_s = timed_steps(compiled, state, feed, f.steps)
+    feed = lambda: (parallel.to_global(next(iterator), mesh) if k == 1 else  # noqa: E731
+                    parallel.to_global(stacked([next(iterator) for _ in range(k)]), mesh,
+                                       stacked=True))
+    state, _ = timed_steps(compiled, state, feed, f.warmup, k)
+    state, fed_s = timed_steps(compiled, state, feed, f.steps, k)
     row.update(fed_step_ms=round(1000 * fed_s, 2), fed_pairs_per_s=round(batch / fed_s, 1),
                fed_vs_resident=round(resident_s / fed_s, 3), workers=f.workers)
   stats = jax.devices()[0].memory_stats() or {}
@@ -198,6 +211,8 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batch', 0, 'Batch for every setup (0: the setup\'s own).')
   flags.DEFINE_integer('steps', 20, 'Timed steps.')
   flags.DEFINE_integer('warmup', 3, 'Steps run before timing.')
+  flags.DEFINE_integer('steps_per_dispatch', 1, 'Train steps per jitted call '
+                       '(config.steps_per_dispatch); --steps and --warmup count calls.')
   flags.DEFINE_integer('workers', 0, 'data.num_workers of the pipeline-fed measurement.')
   flags.DEFINE_bool('pipeline', True, 'Also measure the pipeline-fed step.')
   flags.DEFINE_bool('compare', False, 'Also run bench/torch_reference.py on each setup.')

@@ -19,8 +19,13 @@ def _positive_int(config, name: str):
 def check_config(config, num_devices: int, num_processes: int = 1):
   """Raises ConfigError naming the offending field and what was expected."""
   for name in ('total_steps', 'batch_size', 'image_size', 'log_every', 'eval_every',
-               'checkpoint_every', 'keep_checkpoints'):
+               'checkpoint_every', 'keep_checkpoints', 'steps_per_dispatch'):
     _positive_int(config, name)
+  for name in ('total_steps', 'log_every', 'eval_every', 'checkpoint_every'):
+    require(config[name] % config.steps_per_dispatch == 0,
+            f'config.{name}={config[name]} is not a multiple of config.steps_per_dispatch='
+            f'{config.steps_per_dispatch}; logging, the monitor and checkpoints happen between '
+            'dispatches')
   require(config.batch_size % num_devices == 0,
           f'config.batch_size={config.batch_size} is not divisible by the {num_devices} '
           'devices; use a multiple of the device count')

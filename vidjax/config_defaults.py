@@ -25,6 +25,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0: resume from the latest checkpoint in the workdir. N: from checkpoint N (when the
   # latest cannot be restored); the later ones are moved to WORKDIR/set_aside/.
   config.resume_step = 0
+  # Train steps per jitted call (a lax.scan over that many batches, the state donated):
+  # fewer dispatches and host syncs. Logging, the monitor, checkpoints and interrupts happen
+  # between calls, so log_every, eval_every, checkpoint_every and total_steps must be
+  # multiples of it.
+  config.steps_per_dispatch = 1
 
   # Encoder: resnet10 | resnet18 | resnet34 | resnet50; width multiplies channels.
   # zero_init_residual: each residual block starts as the identity (last BN scale 0).

@@ -41,9 +41,15 @@ def local_rows(mesh, global_rows: int) -> np.ndarray:
                          for row in range(*index[0].indices(global_rows))))
 
 
-def to_global(local_batch, mesh):
-  """This process's numpy rows of a batch -> global jax.Arrays sharded along 'data'."""
-  sharding = batch_sharding(mesh)
+def stacked_batch_sharding(mesh) -> NamedSharding:
+  """Of K batches stacked on a leading axis: each batch sharded along 'data'."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def to_global(local_batch, mesh, stacked: bool = False):
+  """This process's numpy rows of a batch (or, stacked, of [K, rows, ...] batches) ->
+  global jax.Arrays sharded along 'data'."""
+  sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 

@@ -140,10 +140,20 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   return new_state, metrics
 
 
-def make_state_and_step(config, mesh):
+def train_steps(state, batches, rngs, **step_options):
+  """len(rngs) train_steps in one call, over batches stacked on a leading axis: (state, the
+  last step's metrics)."""
+  state, metrics = jax.lax.scan(
+      lambda state, inputs: train_step(state, *inputs, **step_options), state, (batches, rngs))
+  return state, jax.tree.map(lambda m: m[-1], metrics)
+
+
+def make_state_and_step(config, mesh, steps_per_dispatch: int = 1):
   """(model, initial train state replicated over the mesh, jitted state-donating step_fn).
 
-  step_fn(state, global batch, rng) -> (state, metrics); see train_step.
+  step_fn(state, global batch, rng) -> (state, metrics); see train_step. With
+  steps_per_dispatch K > 1, step_fn(state, K batches stacked, K rngs) runs K steps
+  (train_steps).
   """
   model = build_model(config)
   tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
@@ -151,10 +161,14 @@ def make_state_and_step(config, mesh):
   state = jax.jit(
       functools.partial(create_train_state, model=model, tx=tx, image_size=config.image_size),
       out_shardings=replicated)(jax.random.PRNGKey(config.seed))
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  options = dict(model=model, tx=tx, schedule=schedule, config=config)
+  if steps_per_dispatch == 1:
+    step, batch_sharding = functools.partial(train_step, **options), parallel.batch_sharding
+  else:
+    step, batch_sharding = (functools.partial(train_steps, **options),
+                            parallel.stacked_batch_sharding)
+  step_fn = jax.jit(step, in_shardings=(replicated, batch_sharding(mesh), replicated),
+                    out_shardings=(replicated, replicated), donate_argnums=(0,))
   return model, state, step_fn
 
 

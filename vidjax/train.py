@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -98,7 +99,12 @@ def _train(config, workdir: Path, mesh, source, is_chief: bool):
     if later:
       print(f"Moved checkpoints {', '.join(map(str, later))} to {workdir / 'set_aside'}",
             flush=True)
-  model, state, step_fn = step.make_state_and_step(config, mesh)
+  per_dispatch = config.steps_per_dispatch
+  if start_step % per_dispatch:
+    raise ConfigError(f'--workdir={workdir}: the run resumes at step {start_step}, not a '
+                      f'multiple of config.steps_per_dispatch={per_dispatch}; resume with '
+                      '--config.steps_per_dispatch=1 (or a divisor of the step)')
+  model, state, step_fn = step.make_state_and_step(config, mesh, per_dispatch)
   # This process reads the samples of the rows its devices hold; the next batch follows
   # from the step, whatever the process layout of the run that saved the checkpoint.
   data_iterator = pipeline.make_train_iterator(
@@ -128,12 +134,21 @@ def _train(config, workdir: Path, mesh, source, is_chief: bool):
     metrics_log.print_progress(0, config.total_steps, knn_metrics, float('nan'), is_chief)
 
   train_rng = jax.device_get(state['rng'])  # A host copy: `state` is donated each step.
+
+  def next_dispatch(first: int):
+    """(this process's batches, global batch(es), rng(s)) of steps first..first+K-1."""
+    local = [next(data_iterator) for _ in range(per_dispatch)]
+    rngs = [jax.random.fold_in(train_rng, s) for s in range(first, first + per_dispatch)]
+    if per_dispatch == 1:
+      return local, parallel.to_global(local[0], mesh), rngs[0]
+    stacked = jax.tree.map(lambda *rows: np.stack(rows), *local)
+    return local, parallel.to_global(stacked, mesh, stacked=True), jnp.stack(rngs)
+
   if start_step < config.total_steps:
-    local_batch = next(data_iterator)
-    batch = parallel.to_global(local_batch, mesh)
+    local_batches, batch, rng = next_dispatch(start_step + 1)
     started = time.perf_counter()
     # Compiled before the clock starts, so throughput and ETA count training only.
-    step_fn = step_fn.lower(state, batch, jax.random.fold_in(train_rng, 0)).compile()
+    step_fn = step_fn.lower(state, batch, rng).compile()
     if is_chief:
       print(f'Compiled the train step in {time.perf_counter() - started:.1f} s', flush=True)
   check_finite = jax.jit(lambda state: step.all_finite(
@@ -150,12 +165,12 @@ def _train(config, workdir: Path, mesh, source, is_chief: bool):
         f'{config.optim.base_lr}).')
 
   with checkpoints, checkpointing.StopRequest() as stop:
-    for step_number in range(start_step + 1, config.total_steps + 1):
-      if step_number > start_step + 1:
-        local_batch = next(data_iterator)
-        batch = parallel.to_global(local_batch, mesh)
-      offsets.add(local_batch['dt'])
-      state, metrics = step_fn(state, batch, jax.random.fold_in(train_rng, step_number))
+    for step_number in range(start_step + per_dispatch, config.total_steps + 1, per_dispatch):
+      if step_number > start_step + per_dispatch:
+        local_batches, batch, rng = next_dispatch(step_number - per_dispatch + 1)
+      for local_batch in local_batches:
+        offsets.add(local_batch['dt'])
+      state, metrics = step_fn(state, batch, rng)
       is_last = step_number == config.total_steps
       stop_now = stop.reached(step_number)
       save_now = step_number % config.checkpoint_every == 0 or is_last or stop_now
