@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
@@ -16,7 +15,6 @@ from configs import npair
 from vidjax import export, models, parallel, train
 from vidjax.errors import ConfigError
 from vidjax.evaluate import embed, encoders
-from vidjax.export import __main__ as command
 from vidjax.export import onnx_graph
 
 TOLERANCE = 1e-4  # Float32 sums in another order: measured ~1e-6 on embeddings up to ~10.
@@ -67,9 +65,8 @@ def test_export_round_trip_through_weights(tmp_path):
                       gradient_stem=False, pool_grid=1)
   run = str(tmp_path / 'run')
   train.train_and_evaluate(config, run)
-  options = types.SimpleNamespace(workdir=run, checkpoint='', output=str(tmp_path / 'out'),
-                                  overwrite=False)
-  summary = command.export_encoder(options)
+  output = str(tmp_path / 'out')
+  summary = export.from_workdir(run, output)
   check = summary['onnx']['check']
   assert check['images'] == 32 and check['max_abs_difference'] < TOLERANCE * max(
       1, check['max_abs_embedding'])
@@ -91,10 +88,9 @@ def test_export_round_trip_through_weights(tmp_path):
 
   before = os.path.getmtime(tmp_path / 'out' / export.ONNX)
   with pytest.raises(ConfigError, match='exists; pass --overwrite'):
-    command.export_encoder(options)
+    export.from_workdir(run, output)
   assert os.path.getmtime(tmp_path / 'out' / export.ONNX) == before
-  options.overwrite = True
-  command.export_encoder(options)
+  export.from_workdir(run, output, overwrite=True)
   assert not [name for name in os.listdir(tmp_path) if name.endswith(('.partial', '.old'))]
 
 

@@ -14,14 +14,16 @@ OUTPUT/export.json says all this, and how far onnxruntime's output was from JAX'
 import importlib.util
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 
 from safetensors.numpy import save_file
 
-from vidjax import __version__
+from vidjax import __version__, atomic, disk_space, parallel, workdir, writer_lock
 from vidjax.errors import ConfigError
+from vidjax.evaluate import embed, encoders
 from vidjax.export import onnx_graph
 from vidjax.models import pretrained
 from vidjax.models.resnet import ARCHITECTURES
@@ -95,4 +97,32 @@ def write(folder: str, config, variables, embed, description: str) -> dict:
                        loads_in_torchvision=loads_in_torchvision(config.model)))
   with open(os.path.join(folder, SUMMARY), 'w') as f:
     json.dump(summary, f, indent=1)
+  return summary
+
+
+def from_workdir(run_dir: str, output: str, checkpoint: str = '', overwrite: bool = False) -> dict:
+  """Exports the encoder of the training run in `run_dir` (its latest checkpoint, or the
+  `checkpoint` folder) to the folder `output`: written beside it and swapped in when complete;
+  an existing `output` is replaced only with `overwrite`. Returns what export.json holds."""
+  output = os.path.abspath(os.path.expanduser(output))
+  config = workdir.load_config(run_dir)
+  mesh = parallel.make_mesh()
+  model, variables, description = encoders.trained_variables(config, run_dir, checkpoint,
+                                                             mesh)
+  embed_fn = embed.make_embed_fn(model, mesh)
+  with (writer_lock.hold(output, '--output', beside=True),
+        disk_space.reporting(output, '--output', f'{output} is as it was before; free some '
+                             'space and run the same command again')):
+    atomic.recover_folder(output)
+    if os.path.exists(output) and not overwrite:
+      raise ConfigError(f'--output={output} exists; pass --overwrite to replace it (the new '
+                        'files are written beside it and swapped in when complete)')
+    partial = f'{output}.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    with atomic.removed_on_error(partial):
+      summary = write(partial, config, variables,
+                      lambda images: embed.embed_images(embed_fn, variables, images, mesh),
+                      description)
+    atomic.replace_folder(partial, output)
   return summary

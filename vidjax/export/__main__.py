@@ -7,46 +7,17 @@ Writes OUTPUT/encoder.onnx, encoder.safetensors and export.json (what each holds
 package docstring, vidjax/export/__init__.py). The folder is written beside OUTPUT and
 swapped in when complete; an existing OUTPUT is replaced only with --overwrite.
 """
-import os
-import shutil
 import sys
 
 from absl import flags
 
-from vidjax import atomic, cli, disk_space, parallel, workdir, writer_lock
+from vidjax import cli, export
 from vidjax.errors import ConfigError
-from vidjax.evaluate import embed, encoders
-from vidjax import export
 
 flags.DEFINE_string('workdir', None, 'The training run whose encoder to export.')
 flags.DEFINE_string('checkpoint', '', 'A WORKDIR/checkpoints/<step> folder (default: latest).')
 flags.DEFINE_string('output', None, 'The folder to write.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.')
-
-
-def export_encoder(f) -> dict:
-  output = os.path.abspath(os.path.expanduser(f.output))
-  config = workdir.load_config(f.workdir)
-  mesh = parallel.make_mesh()
-  model, variables, description = encoders.trained_variables(config, f.workdir, f.checkpoint,
-                                                             mesh)
-  embed_fn = embed.make_embed_fn(model, mesh)
-  with (writer_lock.hold(output, '--output', beside=True),
-        disk_space.reporting(output, '--output', f'{output} is as it was before; free some '
-                             'space and run the same command again')):
-    atomic.recover_folder(output)
-    if os.path.exists(output) and not f.overwrite:
-      raise ConfigError(f'--output={output} exists; pass --overwrite to replace it (the new '
-                        'files are written beside it and swapped in when complete)')
-    partial = f'{output}.partial'
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    with atomic.removed_on_error(partial):
-      summary = export.write(partial, config, variables,
-                             lambda images: embed.embed_images(embed_fn, variables, images, mesh),
-                             description)
-    atomic.replace_folder(partial, output)
-  return summary
 
 
 def main(argv):
@@ -55,7 +26,7 @@ def main(argv):
     if not getattr(f, name):
       sys.exit(f'error: --{name} is required (see --help)')
   try:
-    summary = export_encoder(f)
+    summary = export.from_workdir(f.workdir, f.output, f.checkpoint, f.overwrite)
   except ConfigError as e:
     sys.exit(f'error: {e}')
   check = summary['onnx']['check']
