@@ -143,8 +143,11 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
 def train_steps(state, batches, rngs, **step_options):
   """len(rngs) train_steps in one call, over batches stacked on a leading axis: (state, the
   last step's metrics)."""
+  # Unrolled: XLA's CPU backend ran the convolutions of a rolled loop's body 22x slower
+  # than the same step called alone (bench/train_speed.py, docs/experiments.md).
   state, metrics = jax.lax.scan(
-      lambda state, inputs: train_step(state, *inputs, **step_options), state, (batches, rngs))
+      lambda state, inputs: train_step(state, *inputs, **step_options), state, (batches, rngs),
+      unroll=True)
   return state, jax.tree.map(lambda m: m[-1], metrics)
 
 
