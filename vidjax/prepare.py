@@ -1,20 +1,22 @@
-r"""Videos or frame folders -> sharded ArrayRecord files of JPEG frames plus an index.
+r"""Videos or frame folders -> sharded ArrayRecord files of frames plus an index.
 
   python -m vidjax.prepare --input=/data/drives --output=/data/drives_prepared --fps=5 --size=160
   python main.py --config=configs/simsiam.py --config.data.train=arrayrecord:/data/drives_prepared
 
 Every video file under --input (any container/codec FFmpeg reads) and every folder of images
 (one video, frames in natural name order, taken at --folder_fps) is resampled to --fps,
-shrunk to shorter side --size (never enlarged) and JPEG-encoded. --dedup drops a frame whose 16x16 grey
+shrunk to shorter side --size (never enlarged) and JPEG-encoded (--codec=raw: stored
+uncompressed, 10-20x the disk, for a training input that does not decode). Each frame's
+map of what moves before the next frame is stored beside it, so that training draws
+its motion anchors without computing them per sample. --dedup drops a frame whose 16x16 grey
 thumbnail differs from the last kept frame's by less than that mean absolute difference (in
 [0, 1]; parked car, static camera); --keyframes_only keeps only the video's keyframes (no
 other frame is decoded). Unreadable files are skipped and named in the report.
 
-Resumable: a re-run with the same options skips the videos of finished shards (and does
-nothing when all are done); an unfinished shard from a crash is discarded and redone. The
+Resumable: a re-run with the same options skips the videos of finished shards (and only
+adds what is missing when all are done: motion files of shards prepared before they existed); an unfinished shard from a crash is discarded and redone. The
 layout is in vidjax/data/sources/arrayrecord.py.
 """
-import io
 import json
 import multiprocessing
 import os
@@ -23,7 +25,6 @@ import time
 
 import numpy as np
 from absl import app, flags
-from PIL import Image
 
 from vidjax import atomic, cli, disk_space, writer_lock
 from vidjax.data.sources import arrayrecord, base
@@ -38,6 +39,8 @@ flags.DEFINE_float('fps', 0.0, 'Frames per second to keep (0 = each video\'s own
 flags.DEFINE_integer('size', 160, 'Shorter side of the stored frames; smaller ones are '
                      'kept as decoded (0 = always as decoded).')
 flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored frames (1-95).')
+flags.DEFINE_enum('codec', 'jpeg', arrayrecord.CODECS, 'How frames are stored: jpeg, or raw '
+                  '(uint8 pixels: no decoding when training reads them, 10-20x the disk).')
 flags.DEFINE_float('dedup', 0.0, 'Drop a frame whose grey thumbnail is within this mean '
                    'absolute difference of the last kept frame (0 = keep all; try 0.02).')
 flags.DEFINE_bool('keyframes_only', False, 'Keep only the videos\' keyframes.')
@@ -48,17 +51,13 @@ flags.DEFINE_integer('workers', min(os.cpu_count() or 1, 8), 'Decoding processes
                      'decode in this process).')
 
 CHUNK = 128  # Frames per task: bounds the memory of one task's encoded frames.
-OPTIONS = ('fps', 'size', 'jpeg_quality', 'dedup', 'keyframes_only', 'folder_fps')
+OPTIONS = ('fps', 'size', 'jpeg_quality', 'dedup', 'keyframes_only', 'folder_fps', 'codec')
+# What an option was before prepare.json recorded it.
+OPTION_DEFAULTS = {'codec': 'jpeg'}
 
 
 class PrepareError(ConfigError):
   """Bad input or output: the message is the whole story."""
-
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(frame).save(buffer, 'JPEG', quality=quality)
-  return buffer.getvalue()
 
 
 _worker_sources = None  # Set in each decoding process by _init_worker.
@@ -70,12 +69,13 @@ def _init_worker(worker_sources):
 
 
 def _read_chunk(task):
-  """(kind, video, frame numbers, quality) -> (jpeg bytes, thumbnails, frames replaced)."""
-  kind, video, numbers, quality = task
+  """(kind, video, frame numbers, codec, quality) -> (encoded frames, thumbnails, frames
+  replaced)."""
+  kind, video, numbers, codec, quality = task
   source = _worker_sources[kind]
   errors_before = _error_count(source)
   frames = [source.frame(video, int(t)) for t in numbers]
-  return ([encode_jpeg(f, quality) for f in frames],
+  return ([arrayrecord.encode_frame(f, codec, quality) for f in frames],
           np.stack([base.thumbnail(f) for f in frames]), _error_count(source) - errors_before)
 
 
@@ -99,9 +99,10 @@ def _check_options(output: str, options: dict):
     with open(path) as f:
       before = json.load(f)
     for name in OPTIONS:
-      if before.get(name) != options[name]:
+      was = before.get(name, OPTION_DEFAULTS.get(name))
+      if was != options[name]:
         raise PrepareError(
-            f'--{name}={options[name]} differs from the {before.get(name)} {output} was '
+            f'--{name}={options[name]} differs from the {was} {output} was '
             'prepared with; use the same options to resume it, or another --output')
   else:
     atomic.write_json(path, options)
@@ -152,7 +153,7 @@ class _Progress:
 
 def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, dedup=0.0,
             keyframes_only=False, folder_fps=base.DEFAULT_FPS, shard_frames=10000,
-            workers=0) -> dict:
+            workers=0, codec='jpeg') -> dict:
   """Prepares (or resumes preparing) `output` from `input_dir`; returns the report."""
   if not os.path.isdir(input_dir):
     raise PrepareError(f'--input={input_dir}: not a folder; expected a folder of videos or '
@@ -167,16 +168,17 @@ def prepare(input_dir: str, output: str, *, fps=0.0, size=160, jpeg_quality=90, 
   with writer_lock.hold(output, '--output'), disk_space.reporting(output, '--output', kept):
     return _prepare(input_dir, output, fps=fps, size=size, jpeg_quality=jpeg_quality,
                     dedup=dedup, keyframes_only=keyframes_only, folder_fps=folder_fps,
-                    shard_frames=shard_frames, workers=workers)
+                    shard_frames=shard_frames, workers=workers, codec=codec)
 
 
 def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, keyframes_only,
-             folder_fps, shard_frames, workers) -> dict:
+             folder_fps, shard_frames, workers, codec) -> dict:
   for name, value, ok in (('fps', fps, fps >= 0), ('size', size, size >= 0),
                           ('jpeg_quality', jpeg_quality, 1 <= jpeg_quality <= 95),
                           ('dedup', dedup, 0 <= dedup < 1),
                           ('folder_fps', folder_fps, folder_fps > 0),
-                          ('shard_frames', shard_frames, shard_frames > 0)):
+                          ('shard_frames', shard_frames, shard_frames > 0),
+                          ('codec', codec, codec in arrayrecord.CODECS)):
     if not ok:
       raise PrepareError(f'--{name}={value} is out of range; see --help')
   videos, folders = _find_inputs(input_dir)
@@ -187,7 +189,7 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
   if not os.access(output, os.W_OK):
     raise PrepareError(f'--output={output}: not writable')
   options = dict(fps=fps, size=size, jpeg_quality=jpeg_quality, dedup=dedup,
-                 keyframes_only=keyframes_only, folder_fps=folder_fps)
+                 keyframes_only=keyframes_only, folder_fps=folder_fps, codec=codec)
   _check_options(output, options)
   arrayrecord.discard_unfinished(output)
   shards = arrayrecord.finished_shards(output)
@@ -201,7 +203,7 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
   for kind, source in opened.items():
     for video in range(len(source)):
       todo.append((kind, video, _frame_numbers(source, video, kind, fps, folder_fps)))
-  tasks = [(kind, video, numbers[i:i + CHUNK], jpeg_quality)
+  tasks = [(kind, video, numbers[i:i + CHUNK], codec, jpeg_quality)
            for kind, video, numbers in todo for i in range(0, len(numbers), CHUNK)]
   report = {'videos_prepared': 0, 'videos_already_done': len(done), 'frames_kept': 0,
             'frames_dropped_as_duplicates': 0, 'frames_replaced_unreadable': 0,
@@ -209,28 +211,30 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
   progress = _Progress(sum(len(numbers) for _, _, numbers in todo))
   # JPEG at quality 90 takes about 1.5 bits a pixel; --size=0 keeps the videos' size.
   pixels = size * size if size else 640 * 480
-  disk_space.warn_if_short(output, '--output', progress.total * pixels * 3 // 16,
+  bits = 24 if codec == 'raw' else 1.5
+  disk_space.warn_if_short(output, '--output', int(progress.total * pixels * bits / 8),
                            'the prepared frames')
   writer = arrayrecord.ShardWriter(output, (shards[-1][0] + 1) if shards else 0, shard_frames)
+  unmapped = [n for n, _ in shards if not os.path.exists(arrayrecord.motion_path(output, n))]
   pool = (multiprocessing.get_context('spawn').Pool(workers, _init_worker, (opened,))
-          if workers and tasks else None)
+          if workers and (tasks or unmapped) else None)
   if pool is None:
     _init_worker(opened)
   try:
     results = pool.imap(_read_chunk, tasks) if pool else map(_read_chunk, tasks)
     remaining = {(kind, video): -(-len(numbers) // CHUNK) for kind, video, numbers in todo}
     current, last_thumb = None, None
-    for (kind, video, numbers, _), (jpegs, thumbs, errors) in zip(tasks, results):
+    for (kind, video, numbers, _, _), (encoded, thumbs, errors) in zip(tasks, results):
       source = opened[kind]
       if current is None:
         current = _new_video(source, video, input_dir, min(fps or np.inf, source.fps(video)))
         last_thumb = None
-      for t, jpeg, thumb in zip(numbers, jpegs, thumbs):
+      for t, frame, thumb in zip(numbers, encoded, thumbs):
         if last_thumb is not None and dedup and np.mean(np.abs(thumb - last_thumb)) < dedup:
           report['frames_dropped_as_duplicates'] += 1
           continue
         last_thumb = thumb
-        writer.add_frame(jpeg)
+        writer.add_frame(frame)
         current['frame_index'].append(source.source_position(video, int(t)))
         current['timestamp'].append(round(source.timestamp(video, int(t)), 6))
       report['frames_replaced_unreadable'] += errors
@@ -242,6 +246,7 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
         current = None
       progress.advance(len(numbers), report['videos_prepared'], len(todo))
     writer.close()
+    _write_motion(output, codec, pool)
   finally:
     if pool:
       pool.terminate()
@@ -251,6 +256,20 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
     arrayrecord.write_index(output)
   atomic.write_json(os.path.join(output, 'report.json'), report)
   return report
+
+
+def _write_motion(output: str, codec: str, pool):
+  """The motion file of every finished shard that lacks one (also of shards prepared
+  before motion files existed)."""
+  tasks = [(output, number, videos, codec) for number, videos in arrayrecord.finished_shards(output)
+           if not os.path.exists(arrayrecord.motion_path(output, number))]
+  if tasks:
+    started, frames = time.time(), 0
+    for frames_done in (pool.imap(arrayrecord.write_motion, tasks) if pool
+                        else map(arrayrecord.write_motion, tasks)):
+      frames += frames_done
+    print(f'prepare: motion maps of {frames} frames in {len(tasks)} shards '
+          f'({format_duration(time.time() - started)})', file=sys.stderr, flush=True)
 
 
 def _new_video(source, video: int, input_dir: str, fps: float) -> dict:
@@ -282,7 +301,7 @@ def main(argv):
     report = prepare(os.path.expanduser(f.input), os.path.expanduser(f.output), fps=f.fps,
                      size=f.size, jpeg_quality=f.jpeg_quality, dedup=f.dedup,
                      keyframes_only=f.keyframes_only, folder_fps=f.folder_fps,
-                     shard_frames=f.shard_frames, workers=f.workers)
+                     shard_frames=f.shard_frames, workers=f.workers, codec=f.codec)
   except ConfigError as e:  # PrepareError, FolderBusy, OutOfSpace.
     sys.exit(f'error: {e}')
   print_report(report, f.output)

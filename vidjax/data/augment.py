@@ -80,7 +80,7 @@ def crop_boxes(rng: np.random.Generator, frame_hw, num_views: int, crop_config, 
 
 
 def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
-               backdrop=None, far=()):
+               backdrop=None, far=(), stored_change=None):
   """K frames (HxWx3 uint8, one video) -> (views [K, S, S, 3], negatives [N, S, S, 3]) uint8
   crops, randomly flipped.
 
@@ -98,16 +98,23 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
   that moves: its background, for the contrastive losses to push away; and `far`, frames
   of the same video far in time, cut where the first view was (TCN's temporal negatives),
   after those.
+
+  stored_change: (map, cell px) of where the first two frames differ, as the source stored
+  it (ArrayRecordFrames.motion); the motion anchor is drawn from it instead of from a
+  motion_map computed here, unless an object-seeking option needs the full map anyway.
   """
   height, width = frames[0].shape[:2]
   change = None
-  if crop_config.anchor == 'motion' or backdrop is not None or crop_config.negatives:
+  needs_full_map = (backdrop is not None or crop_config.negatives
+                    or crop_config.mode == 'anchored' and crop_config.fit)
+  if ((crop_config.anchor == 'motion' or backdrop is not None or crop_config.negatives)
+      and (stored_change is None or needs_full_map)):
     change = motion.motion_map(frames[0], frames[1])
   anchor = None
   if crop_config.mode == 'anchored':
     if crop_config.anchor == 'motion':
       anchor = motion.sample_anchor(rng, frames[0], frames[1], crop_config.uniform_share,
-                                    change)
+                                    stored_change if change is None else change)
     elif crop_config.track or crop_config.negatives:
       anchor = (rng.uniform(0, width), rng.uniform(0, height))
     if crop_config.track:

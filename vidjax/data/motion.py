@@ -16,6 +16,9 @@ _WORK_SIZE = 96  # Motion is computed with the shorter side reduced to about thi
 # of the moving objects) with bench/views.py.
 _MASK_LEVEL = 0.2
 _MASK_MIN_CELLS = 6
+# The maps `vidjax.prepare` stores per frame: work cells summed over POOLED x POOLED blocks
+# (8 px cells in 160 px frames), small enough to keep beside the frames.
+POOLED = 4
 
 
 def _reduce(frame, factor: int):
@@ -64,11 +67,23 @@ def motion_map(frame_a, frame_b):
   return np.maximum(change - np.median(change), 0), factor
 
 
+def pooled_motion_map(frame_a, frame_b):
+  """(motion_map summed over POOLED x POOLED blocks of work cells, float32; the block's side
+  in frame pixels): a coarser map with the same mass per block, so anchors drawn from it
+  fall where motion_map's would, to within a block. The last rows and columns that do not
+  fill a block are dropped."""
+  change, factor = motion_map(frame_a, frame_b)
+  rows, cols = change.shape[0] // POOLED, change.shape[1] // POOLED
+  blocks = change[:rows * POOLED, :cols * POOLED].reshape(rows, POOLED, cols, POOLED)
+  return blocks.sum(axis=(1, 3)), factor * POOLED
+
+
 def sample_anchor(rng: np.random.Generator, frame_a, frame_b, uniform_share: float,
                   change=None):
   """(x, y) in frame pixels: where frames a and b differ most, or uniform.
 
-  change: motion_map(frame_a, frame_b) when the caller has it already.
+  change: motion_map(frame_a, frame_b) when the caller has it already, or a map of the
+  same kind at another cell size (pooled_motion_map, as vidjax.prepare stores them).
   """
   height, width = frame_a.shape[:2]
   if rng.random() >= uniform_share:

@@ -3,33 +3,63 @@
 
 OUT/
   prepare.json                 the options the frames were prepared with
-  shards/shard-00000.array_record   JPEG-encoded frames, one record each (group_size:1, so
-                               any record is read without decoding its neighbours)
+  shards/shard-00000.array_record   frames, one record each (group_size:1, so any record is
+                               read without decoding its neighbours): JPEG, or with
+                               --codec=raw the uint8 pixels (10-20x the disk, no decoding)
   shards/shard-00000.json      that shard's videos: source path, frame rate, size, and per
                                kept frame its index in the source and its timestamp
+  shards/shard-00000.motion.npz  per record, where it changes before the video's next frame
+                               (motion.pooled_motion_map; zeros for a video's last frame):
+                               what the default motion anchors draw from, computed once
+                               here instead of for every training sample
   index.json, index.npz        all shards' videos, and per frame (video, frame_index,
                                timestamp): the consolidated index the source reads
   report.json                  the last run's report (frames kept/dropped, files skipped)
 
 A video's frames are consecutive records of one shard. A shard counts as finished only once
 its .json exists; both are written under a temporary name and renamed, so a crash never
-leaves a half-written file under a final name.
+leaves a half-written file under a final name. Its motion file is written after it, the
+same way; a shard without one (a crash between the two, or prepared before motion files
+existed) is read with the anchors computed per sample, and a re-run of prepare adds it.
 """
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 from array_record.python import array_record_module
 from PIL import Image
 
 from vidjax import atomic
+from vidjax.data import motion
 from vidjax.data.sources import base
 from vidjax.errors import ConfigError
 
 SHARDS = 'shards'
-RECORD_OPTIONS = 'group_size:1'  # Random access: one record per chunk.
+# Random access: one record per chunk. Uncompressed: JPEG does not shrink further, and
+# raw frames read 4x faster than through the default brotli (which saves a third of them).
+RECORD_OPTIONS = 'group_size:1,uncompressed'
 READ_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
+CODECS = ('jpeg', 'raw')
+
+
+def encode_frame(frame: np.ndarray, codec: str, quality: int) -> bytes:
+  if codec == 'raw':
+    return np.ascontiguousarray(frame, np.uint8).tobytes()
+  buffer = io.BytesIO()
+  Image.fromarray(frame).save(buffer, 'JPEG', quality=quality)
+  return buffer.getvalue()
+
+
+def decode_frame(record: bytes, codec: str, stored_hw, draft_hw=None) -> np.ndarray:
+  """HxWx3 uint8 of one record; draft_hw lets JPEG decode straight to a smaller scale."""
+  if codec == 'raw':
+    return np.frombuffer(record, np.uint8).reshape(*stored_hw, 3)
+  with Image.open(io.BytesIO(record)) as image:
+    if draft_hw:
+      image.draft('RGB', tuple(draft_hw[::-1]))
+    return np.asarray(image.convert('RGB'))
 
 
 def shard_path(root: str, number: int, suffix: str) -> str:
@@ -49,6 +79,51 @@ def finished_shards(root: str) -> list:
   return shards
 
 
+def npz_bytes(**arrays) -> bytes:
+  """np.savez's file, but the same bytes for the same arrays (np.savez stamps each member
+  with the time of writing), so that serial and worker runs write identical folders."""
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, 'w') as archive:
+    for name, array in arrays.items():
+      member = io.BytesIO()
+      np.save(member, array)
+      archive.writestr(zipfile.ZipInfo(f'{name}.npy'), member.getvalue())  # Dated 1980.
+  return buffer.getvalue()
+
+
+def motion_path(root: str, number: int) -> str:
+  return shard_path(root, number, '.motion.npz')
+
+
+def write_motion(task) -> int:
+  """(root, shard number, its videos, codec) -> frames mapped: the shard's motion file, each
+  frame's pooled motion map against the next frame of its video."""
+  root, number, videos, codec = task
+  reader = array_record_module.ArrayRecordReader(shard_path(root, number, '.array_record'),
+                                                 READ_OPTIONS)
+  maps, cells = [], []
+  try:
+    for video in videos:
+      count, first = len(video['frame_index']), video['first_record']
+      hw = (video['height'], video['width'])
+      frames = [decode_frame(r, codec, hw) for r in reader.read(list(range(first, first + count)))]
+      pooled = [motion.pooled_motion_map(a, b) for a, b in zip(frames[:-1], frames[1:])]
+      if not pooled:  # One frame: nothing to compare; the map's shape from itself.
+        pooled = [motion.pooled_motion_map(frames[0], frames[0])]
+      else:
+        pooled.append((np.zeros_like(pooled[0][0]), pooled[0][1]))
+      maps += [m for m, _ in pooled]
+      cells += [cell for _, cell in pooled]
+  finally:
+    reader.close()
+  atomic.write_bytes(motion_path(root, number), npz_bytes(
+      maps=np.concatenate([m.ravel() for m in maps]).astype(np.float16),
+      offsets=np.cumsum([0] + [m.size for m in maps]),
+      shapes=np.asarray([m.shape for m in maps], np.int32).reshape(-1, 2),
+      cell=np.asarray(cells, np.int32)))
+  return len(maps)
+
+
 def write_index(root: str):
   """index.json (per video) + index.npz (per frame) from the finished shards."""
   videos, frame_video, frame_index, timestamp = [], [], [], []
@@ -59,11 +134,10 @@ def write_index(root: str):
       timestamp.append(np.asarray(video['timestamp'], np.float64))
       videos.append({k: v for k, v in video.items() if k not in ('frame_index', 'timestamp')}
                     | {'shard': number, 'num_frames': len(video['frame_index'])})
-  buffer = io.BytesIO()
   concat = lambda arrays, dtype: np.concatenate(arrays) if arrays else np.zeros(0, dtype)
-  np.savez(buffer, video=concat(frame_video, np.int32), frame_index=concat(frame_index, np.int64),
-           timestamp=concat(timestamp, np.float64))
-  atomic.write_bytes(os.path.join(root, 'index.npz'), buffer.getvalue())
+  atomic.write_bytes(os.path.join(root, 'index.npz'), npz_bytes(
+      video=concat(frame_video, np.int32), frame_index=concat(frame_index, np.int64),
+      timestamp=concat(timestamp, np.float64)))
   atomic.write_json(os.path.join(root, 'index.json'), {'videos': videos})
 
 
@@ -73,7 +147,9 @@ def discard_unfinished(root: str):
   names = set(os.listdir(folder))
   for name in names:
     stem, extension = os.path.splitext(name)
-    if extension == '.tmp' or extension == '.array_record' and stem + '.json' not in names:
+    unfinished = extension == '.array_record' and stem + '.json' not in names
+    orphan = name.endswith('.motion.npz') and name[:-len('.motion.npz')] + '.json' not in names
+    if extension == '.tmp' or unfinished or orphan:
       os.remove(os.path.join(folder, name))
 
 
@@ -140,6 +216,10 @@ class ArrayRecordFrames(base.FileSource):
                      [base.scaled_size(v['height'], v['width'], frame_size) for v in videos],
                      [])
     self._readers = base.PerThread(dict)  # shard number -> ArrayRecordReader
+    self._stored_hw = [(v['height'], v['width']) for v in videos]
+    with open(os.path.join(root, 'prepare.json')) as f:
+      self.codec = json.load(f).get('codec', 'jpeg')  # Folders from before --codec: JPEG.
+    self._motion = {}  # shard number -> its motion file's arrays (None: it has none)
 
   def timestamp(self, video: int, t: int) -> float:
     return float(self._timestamp[self._first_frame[video] + t])
@@ -157,11 +237,30 @@ class ArrayRecordFrames(base.FileSource):
   def frame(self, video: int, t: int) -> np.ndarray:
     self._check(video, t)
     record = self._reader(int(self._shard[video])).read([int(self._first_record[video] + t)])[0]
-    height, width = self.size(video)
-    with Image.open(io.BytesIO(record)) as image:
-      image.draft('RGB', (width, height))  # JPEG decodes straight to a smaller scale.
-      pixels = np.asarray(image.convert('RGB'))
-    return base.resize(pixels, (height, width))
+    size = self.size(video)
+    return base.resize(decode_frame(record, self.codec, self._stored_hw[video], size), size)
+
+  def motion(self, video: int, t0: int, t1: int):
+    """(where the frames change from t0 to t1, its cell side in the frames' pixels): the
+    stored maps of the frames between them summed, or None when the shard has none."""
+    shard = int(self._shard[video])
+    if shard not in self._motion:  # Threads may both load it; either copy will do.
+      path = motion_path(self.root, shard)
+      self._motion[shard] = dict(np.load(path)) if os.path.isfile(path) else None
+    stored = self._motion[shard]
+    if stored is None:
+      return None
+    first = int(self._first_record[video])
+    records = range(first + min(t0, t1), first + max(max(t0, t1), min(t0, t1) + 1))
+    rows, cols = stored['shapes'][records[0]]
+    offsets = stored['offsets']
+    change = sum(stored['maps'][offsets[r]:offsets[r + 1]].astype(np.float32)
+                 for r in records).reshape(rows, cols)
+    scale = self.size(video)[0] / self._stored_hw[video][0]
+    return change, float(stored['cell'][records[0]]) * scale
+
+  def __getstate__(self):
+    return {**self.__dict__, '_motion': {}}  # Each Grain worker loads what it reads.
 
 
 def open_prepared(root: str, frame_size: int, where: str):
