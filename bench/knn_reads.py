@@ -10,6 +10,8 @@ Prints a Markdown table, one row per representation: weighted 20-NN top-1 (knn_t
   z                 the projector's output, what the method's loss reads (the HOG
                     distillation of config.loss.distill_weight reads the feature)
   z - mean          z minus the support set's mean z
+  last map, GxG     the encoder's last feature map averaged over each cell of a GxG grid
+                    (for every G dividing its side; G = config.model.pool_grid is `feature`)
 The `feature` row reproduces the `trained` row of `python -m vidjax.evaluate --init=trained`
 with the same --support and --query (its knn_top1 and 5-shot columns): the same sets, latest
 checkpoint, preprocessing, kNN (config.monitor.temperature) and few-shot draws (config.seed).
@@ -29,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vidjax import parallel, workdir as runs  # noqa: E402
 from vidjax.errors import ConfigError  # noqa: E402
 from vidjax.evaluate import datasets, embed, encoders, export, metrics, protocol  # noqa: E402
+from vidjax.models import heads, resnet  # noqa: E402
 
 flags.DEFINE_string('workdir', None, 'The trained run to read (holds config.json; read only).')
 flags.DEFINE_string('support', 'synthetic', 'Labelled support set (as python -m vidjax.evaluate).')
@@ -38,11 +41,15 @@ flags.DEFINE_integer('draws', 10, 'Random few-shot draws.')
 
 
 def make_outputs_fn(model, mesh):
-  """jitted (variables, uint8 images) -> [feature | z], embed.make_embed_fn with the heads."""
+  """jitted (variables, uint8 images) -> [feature | z | last map flattened],
+  embed.make_embed_fn with the heads and the unpooled map."""
 
   def outputs(variables, images):
-    out = model.apply(variables, images.astype(jnp.float32) / 255.0, train=False)
-    return jnp.concatenate([out['feature'], out['z']], axis=1)
+    images = images.astype(jnp.float32) / 255.0
+    out = model.apply(variables, images, train=False)
+    last_map = model.apply(variables, images, method=lambda m, x: m.encoder(
+        (x - heads.IMAGENET_MEAN) / heads.IMAGENET_STD, train=False, pooled=False))
+    return jnp.concatenate([out['feature'], out['z'], last_map.reshape(len(images), -1)], axis=1)
 
   return jax.jit(outputs, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
                  out_shardings=parallel.batch_sharding(mesh))
@@ -51,9 +58,16 @@ def make_outputs_fn(model, mesh):
 def representations(model, variables, image_sets, image_size: int, mesh) -> list:
   """[{'feature': [n, D], 'z': [n, P]}] per LabelledImages set, batched as evaluate embeds."""
   outputs_fn, dim = make_outputs_fn(model, mesh), model.projector.output_dim
-  both = [embed.embed_images(outputs_fn, variables, export.ImageRows(images, image_size), mesh)
+  map_shape = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, x: m.encoder(
+      x, train=False, pooled=False)), variables,
+      jnp.zeros((1, image_size, image_size, 3))).shape[1:]
+  feature_dim = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                               jnp.zeros((1, image_size, image_size, 3)))['feature'].shape[1]
+  rows = [np.asarray(embed.embed_images(outputs_fn, variables,
+                                        export.ImageRows(images, image_size), mesh))
           for images in image_sets]
-  return [{'feature': np.asarray(b[:, :-dim]), 'z': np.asarray(b[:, -dim:])} for b in both]
+  return [{'feature': r[:, :feature_dim], 'z': r[:, feature_dim:feature_dim + dim],
+           'map': r[:, feature_dim + dim:].reshape((len(r),) + map_shape)} for r in rows]
 
 
 def centred(support, query) -> tuple:
@@ -84,12 +98,17 @@ def measure(options) -> list:
                                    config.image_size, mesh)
   query_labels, known = datasets.align_query_labels(support_set, query_set)
   rows = []
+  score = lambda s, q: scores(s, support_set.labels, q, query_labels[known],
+                              len(support_set.class_names), config, options.shots, options.draws)
   for name in ('feature', 'z'):
     plain = support[name], query[name][known]
     for label, (s, q) in ((name, plain), (f'{name} - mean', centred(*plain))):
-      rows.append((label, *scores(s, support_set.labels, q, query_labels[known],
-                                  len(support_set.class_names), config, options.shots,
-                                  options.draws)))
+      rows.append((label, *score(s, q)))
+  side = support['map'].shape[1]
+  for grid in (g for g in range(1, side + 1) if side % g == 0):
+    pooled = [np.asarray(resnet.grid_pool(jnp.asarray(m), grid))
+              for m in (support['map'], query['map'][known])]
+    rows.append((f'last map, {grid}x{grid}', *score(*pooled)))
   return rows
 
 
