@@ -57,9 +57,10 @@ def make_inputs(out: str) -> dict:
   for name in os.listdir(os.path.join(unmapped, arrayrecord.SHARDS)):
     if name.endswith('.motion.npz'):
       os.remove(os.path.join(unmapped, arrayrecord.SHARDS, name))
-  return {'arrayrecord': f'arrayrecord:{prepared}', 'arrayrecord, --codec=raw': f'arrayrecord:{raw}',
-          'arrayrecord, no stored motion': f'arrayrecord:{unmapped}', 'videos': f'videos:{videos}',
-          'frames': f'frames:{frames}'}
+  return {'arrayrecord': f'arrayrecord:{prepared}',
+          'arrayrecord, --codec=raw': f'arrayrecord:{raw}',
+          'arrayrecord, no stored motion': f'arrayrecord:{unmapped}',
+          'videos': f'videos:{videos}', 'frames': f'frames:{frames}'}
 
 
 def bench_config(spec: str, image_size: int):

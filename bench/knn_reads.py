@@ -40,34 +40,39 @@ flags.DEFINE_integer('shots', 5, 'Labelled support items per class for few-shot 
 flags.DEFINE_integer('draws', 10, 'Random few-shot draws.')
 
 
+def _feature_z_and_map(model, images):
+  """SSLModel.__call__ with train=False (the encoder exactly as SSLModel.embed runs it),
+  keeping the last map the feature is pooled from: [feature | z | last map flattened]."""
+  last_map = model.encoder((images - heads.IMAGENET_MEAN) / heads.IMAGENET_STD, train=False,
+                           pooled=False)
+  feature = resnet.grid_pool(last_map, model.encoder.pool_grid)
+  z = model.projector(feature, train=False)
+  return jnp.concatenate([feature, z, last_map.reshape(len(images), -1)], axis=1)
+
+
 def make_outputs_fn(model, mesh):
-  """jitted (variables, uint8 images) -> [feature | z | last map flattened],
-  embed.make_embed_fn with the heads and the unpooled map."""
+  """jitted (variables, uint8 images) -> _feature_z_and_map, as embed.make_embed_fn."""
 
   def outputs(variables, images):
-    images = images.astype(jnp.float32) / 255.0
-    out = model.apply(variables, images, train=False)
-    last_map = model.apply(variables, images, method=lambda m, x: m.encoder(
-        (x - heads.IMAGENET_MEAN) / heads.IMAGENET_STD, train=False, pooled=False))
-    return jnp.concatenate([out['feature'], out['z'], last_map.reshape(len(images), -1)], axis=1)
+    return model.apply(variables, images.astype(jnp.float32) / 255.0,
+                       method=_feature_z_and_map)
 
   return jax.jit(outputs, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
                  out_shardings=parallel.batch_sharding(mesh))
 
 
 def representations(model, variables, image_sets, image_size: int, mesh) -> list:
-  """[{'feature': [n, D], 'z': [n, P]}] per LabelledImages set, batched as evaluate embeds."""
-  outputs_fn, dim = make_outputs_fn(model, mesh), model.projector.output_dim
+  """[{'feature': [n, D], 'z': [n, P], 'map': [n, h, w, C]}] per LabelledImages set, batched
+  as evaluate embeds."""
   map_shape = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, x: m.encoder(
-      x, train=False, pooled=False)), variables,
-      jnp.zeros((1, image_size, image_size, 3))).shape[1:]
-  feature_dim = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                               jnp.zeros((1, image_size, image_size, 3)))['feature'].shape[1]
-  rows = [np.asarray(embed.embed_images(outputs_fn, variables,
+      x, train=False, pooled=False)), variables, jnp.zeros((1, image_size, image_size, 3))).shape
+  feature_dim = model.encoder.pool_grid**2 * map_shape[-1]
+  z_end = feature_dim + model.projector.output_dim
+  rows = [np.asarray(embed.embed_images(make_outputs_fn(model, mesh), variables,
                                         export.ImageRows(images, image_size), mesh))
           for images in image_sets]
-  return [{'feature': r[:, :feature_dim], 'z': r[:, feature_dim:feature_dim + dim],
-           'map': r[:, feature_dim + dim:].reshape((len(r),) + map_shape)} for r in rows]
+  return [{'feature': r[:, :feature_dim], 'z': r[:, feature_dim:z_end],
+           'map': r[:, z_end:].reshape((len(r),) + map_shape[1:])} for r in rows]
 
 
 def centred(support, query) -> tuple:

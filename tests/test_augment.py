@@ -63,7 +63,8 @@ def test_motion_anchors_land_on_what_moves_against_the_panning_background():
     # block (4 work cells) of the square.
     pooled, cell = motion.pooled_motion_map(a, b)
     full, work_cell = motion.motion_map(a, b)
-    assert cell == motion.POOLED * work_cell and pooled.shape == (full.shape[0] // 4, full.shape[1] // 4)
+    assert cell == motion.POOLED * work_cell
+    assert pooled.shape == (full.shape[0] // 4, full.shape[1] // 4)
     assert np.isclose(pooled.sum(), full[:pooled.shape[0] * 4, :pooled.shape[1] * 4].sum())
     anchors = np.array([motion.sample_anchor(rng, a, b, 0.0, (pooled, cell))
                         for _ in range(100)]) / factor

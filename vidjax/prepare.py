@@ -13,9 +13,10 @@ thumbnail differs from the last kept frame's by less than that mean absolute dif
 [0, 1]; parked car, static camera); --keyframes_only keeps only the video's keyframes (no
 other frame is decoded). Unreadable files are skipped and named in the report.
 
-Resumable: a re-run with the same options skips the videos of finished shards (and only
-adds what is missing when all are done: motion files of shards prepared before they existed); an unfinished shard from a crash is discarded and redone. The
-layout is in vidjax/data/sources/arrayrecord.py.
+Resumable: a re-run with the same options skips the videos of finished shards and adds
+the motion files its shards lack (also those of folders prepared before motion files
+existed); an unfinished shard from a crash is discarded and redone. The layout is in
+vidjax/data/sources/arrayrecord.py.
 """
 import json
 import multiprocessing
@@ -261,7 +262,8 @@ def _prepare(input_dir: str, output: str, *, fps, size, jpeg_quality, dedup, key
 def _write_motion(output: str, codec: str, pool):
   """The motion file of every finished shard that lacks one (also of shards prepared
   before motion files existed)."""
-  tasks = [(output, number, videos, codec) for number, videos in arrayrecord.finished_shards(output)
+  tasks = [(output, number, videos, codec)
+           for number, videos in arrayrecord.finished_shards(output)
            if not os.path.exists(arrayrecord.motion_path(output, number))]
   if tasks:
     started, frames = time.time(), 0

@@ -105,10 +105,10 @@ def crop_views(rng: np.random.Generator, frames, crop_config, image_size: int,
   """
   height, width = frames[0].shape[:2]
   change = None
+  motion_anchor = crop_config.anchor == 'motion'
   needs_full_map = (backdrop is not None or crop_config.negatives
-                    or crop_config.mode == 'anchored' and crop_config.fit)
-  if ((crop_config.anchor == 'motion' or backdrop is not None or crop_config.negatives)
-      and (stored_change is None or needs_full_map)):
+                    or motion_anchor and crop_config.mode == 'anchored' and crop_config.fit)
+  if needs_full_map or motion_anchor and stored_change is None:
     change = motion.motion_map(frames[0], frames[1])
   anchor = None
   if crop_config.mode == 'anchored':

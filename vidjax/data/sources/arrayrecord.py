@@ -42,6 +42,7 @@ SHARDS = 'shards'
 RECORD_OPTIONS = 'group_size:1,uncompressed'
 READ_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
 CODECS = ('jpeg', 'raw')
+_MOTION_CHUNK = 128  # Records read at once while mapping motion.
 
 
 def encode_frame(frame: np.ndarray, codec: str, quality: int) -> bytes:
@@ -106,14 +107,19 @@ def write_motion(task) -> int:
     for video in videos:
       count, first = len(video['frame_index']), video['first_record']
       hw = (video['height'], video['width'])
-      frames = [decode_frame(r, codec, hw) for r in reader.read(list(range(first, first + count)))]
-      pooled = [motion.pooled_motion_map(a, b) for a, b in zip(frames[:-1], frames[1:])]
-      if not pooled:  # One frame: nothing to compare; the map's shape from itself.
-        pooled = [motion.pooled_motion_map(frames[0], frames[0])]
-      else:
-        pooled.append((np.zeros_like(pooled[0][0]), pooled[0][1]))
-      maps += [m for m, _ in pooled]
-      cells += [cell for _, cell in pooled]
+      previous = None
+      # In chunks, two frames decoded at a time: a video may be hours long.
+      for start in range(first, first + count, _MOTION_CHUNK):
+        for record in reader.read(list(range(start, min(start + _MOTION_CHUNK, first + count)))):
+          frame = decode_frame(record, codec, hw)
+          if previous is not None:
+            change, cell = motion.pooled_motion_map(previous, frame)
+            maps.append(change)
+            cells.append(cell)
+          previous = frame
+      change, cell = motion.pooled_motion_map(previous, previous)  # The last: all zeros.
+      maps.append(change)
+      cells.append(cell)
   finally:
     reader.close()
   atomic.write_bytes(motion_path(root, number), npz_bytes(
@@ -250,8 +256,9 @@ class ArrayRecordFrames(base.FileSource):
     stored = self._motion[shard]
     if stored is None:
       return None
-    first = int(self._first_record[video])
-    records = range(first + min(t0, t1), first + max(max(t0, t1), min(t0, t1) + 1))
+    early, late = sorted((t0, t1))
+    first = int(self._first_record[video]) + early
+    records = range(first, first + max(late - early, 1))  # t0 == t1: that frame's map.
     rows, cols = stored['shapes'][records[0]]
     offsets = stored['offsets']
     change = sum(stored['maps'][offsets[r]:offsets[r + 1]].astype(np.float32)
