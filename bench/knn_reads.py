@@ -5,18 +5,20 @@ r"""What kNN reads: which of a trained run's representations separates categorie
 
 Prints a Markdown table, one row per representation: weighted 20-NN top-1 (knn_top1) and
 --shots-shot 1-NN top-1 with its 95% CI over --draws draws, for
-  feature           the pooled encoder output, what `python -m vidjax.evaluate` reads
+  feature           the embedding, what `python -m vidjax.evaluate` reads (SSLModel.embed)
   feature - mean    the same, minus the support set's mean feature (labels not needed)
   z                 the projector's output, what the method's loss reads (the HOG
                     distillation of config.loss.distill_weight reads the feature)
   z - mean          z minus the support set's mean z
   last map, GxG     the encoder's last feature map averaged over each cell of a GxG grid
-                    (for every G dividing its side; G = config.model.pool_grid is `feature`)
+                    (for every G dividing its side; G = config.model.embed_grid, or
+                    pool_grid where that is 0, is `feature`)
 The `feature` row reproduces the `trained` row of `python -m vidjax.evaluate --init=trained`
 with the same --support and --query (its knn_top1 and 5-shot columns): the same sets, latest
 checkpoint, preprocessing, kNN (config.monitor.temperature) and few-shot draws (config.seed).
-One forward pass gives both 'feature' and 'z' (SSLModel.__call__ with train=False runs the
-encoder exactly as SSLModel.embed does). About 10 s for 1500 crops of 32 px on a 2-core CPU.
+One forward pass gives both 'feature' and 'z' (the encoder runs as SSLModel.embed runs it;
+z projects the feature the loss reads, pooled at config.model.pool_grid). About 10 s for
+1500 crops of 32 px on a 2-core CPU.
 """
 import os
 import sys
@@ -41,13 +43,17 @@ flags.DEFINE_integer('draws', 10, 'Random few-shot draws.')
 
 
 def _feature_z_and_map(model, images):
-  """SSLModel.__call__ with train=False (the encoder exactly as SSLModel.embed runs it),
-  keeping the last map the feature is pooled from: [feature | z | last map flattened]."""
+  """The encoder with train=False, as SSLModel.embed runs it, keeping the last map:
+  [embedding | z | last map flattened]."""
   last_map = model.encoder((images - heads.IMAGENET_MEAN) / heads.IMAGENET_STD, train=False,
                            pooled=False)
-  feature = resnet.grid_pool(last_map, model.encoder.pool_grid)
-  z = model.projector(feature, train=False)
+  z = model.projector(resnet.grid_pool(last_map, model.encoder.pool_grid), train=False)
+  feature = resnet.grid_pool(last_map, _embed_grid(model))
   return jnp.concatenate([feature, z, last_map.reshape(len(images), -1)], axis=1)
+
+
+def _embed_grid(model) -> int:
+  return model.embed_grid or model.encoder.pool_grid
 
 
 def make_outputs_fn(model, mesh):
@@ -66,7 +72,7 @@ def representations(model, variables, image_sets, image_size: int, mesh) -> list
   as evaluate embeds."""
   map_shape = jax.eval_shape(lambda v, x: model.apply(v, x, method=lambda m, x: m.encoder(
       x, train=False, pooled=False)), variables, jnp.zeros((1, image_size, image_size, 3))).shape
-  feature_dim = model.encoder.pool_grid**2 * map_shape[-1]
+  feature_dim = _embed_grid(model)**2 * map_shape[-1]
   z_end = feature_dim + model.projector.output_dim
   rows = [np.asarray(embed.embed_images(make_outputs_fn(model, mesh), variables,
                                         export.ImageRows(images, image_size), mesh))

@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from vidjax import checkpointing, parallel, step, workdir as runs  # noqa: E402
 from vidjax.data import augment, sources  # noqa: E402
 from vidjax.data.sources import world_crops  # noqa: E402
-from vidjax.models import SSLModel  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A training config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trained encoder is saved.')
@@ -114,7 +113,7 @@ def main(argv):
   state = jax.device_get(state)
   feature_dim = model.apply({'params': state['params'], 'batch_stats': state['batch_stats']},
                             np.zeros((1, config.image_size, config.image_size, 3), np.float32),
-                            method=SSLModel.embed).shape[-1]
+                            train=False)['feature'].shape[-1]
   num_classes = len(train_crops.class_names)
   params = {'model': state['params'],
             'head': {'w': jnp.zeros((feature_dim, num_classes)), 'b': jnp.zeros(num_classes)}}

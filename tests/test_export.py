@@ -36,11 +36,12 @@ def _perturbed_variables(config, seed=0):
 
 
 @pytest.mark.parametrize('image_size,model_options', [
-    (32, {}),  # The default: oriented-gradient input, 3x3 stem, 2x2 grid pooling.
-    (32, dict(pool_grid=1, width=0.25)),
+    (32, {}),  # The default: oriented-gradient input, 3x3 stem, the 4x4 map read whole.
+    (32, dict(pool_grid=1, embed_grid=0, width=0.25)),
     (40, dict(name='resnet18', torchvision=True, cifar_stem=False, gradient_stem=False,
-              pool_grid=1)),
-    (32, dict(name='resnet50', cifar_stem=False, pool_grid=1)),  # 'SAME' max-pool, bottleneck.
+              pool_grid=1, embed_grid=0)),
+    # 'SAME' max-pool, bottleneck.
+    (32, dict(name='resnet50', cifar_stem=False, pool_grid=1, embed_grid=0)),
 ])
 def test_onnx_graph_computes_the_jax_embedding(image_size, model_options):
   config = npair.get_config('smoke')
@@ -62,7 +63,7 @@ def test_export_round_trip_through_weights(tmp_path):
   config = npair.get_config('smoke')
   config.update(total_steps=2, eval_every=100, checkpoint_every=2)
   config.model.update(name='resnet18', width=0.125, torchvision=True, cifar_stem=False,
-                      gradient_stem=False, pool_grid=1)
+                      gradient_stem=False, pool_grid=1, embed_grid=0)
   run = str(tmp_path / 'run')
   train.train_and_evaluate(config, run)
   output = str(tmp_path / 'out')
@@ -99,7 +100,7 @@ def test_export_command_line(smoke_run, tmp_path):
       [sys.executable, '-m', 'vidjax.export', f'--workdir={smoke_run}',
        f'--output={tmp_path / "exported"}'], capture_output=True, text=True, check=True)
   lines = result.stdout.strip().splitlines()
-  assert "encoder.onnx: uint8 ['N', 32, 32, 3] NHWC -> float32 ['N', 256]" in lines[0]
+  assert "encoder.onnx: uint8 ['N', 32, 32, 3] NHWC -> float32 ['N', 1024]" in lines[0]
   assert 'onnxruntime\'s output within' in lines[0]
   assert 'not torchvision\'s own' in lines[1]
   missing = subprocess.run([sys.executable, '-m', 'vidjax.export', f'--workdir={tmp_path}',

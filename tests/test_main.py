@@ -180,10 +180,10 @@ def test_view_options_out_of_range_fail_before_compute(section, field, value, tm
      'and data.pairs.num_positives=2'),
     (dict(head=dict(pred_hidden_dim=0), loss=dict(rdm_sigma=0.0)),
      'needs a predictor, unless config.loss.rdm_sigma'),
-    (dict(image_size=8, model=dict(pool_grid=1), loss=dict(hog_weight=1.0)),
+    (dict(image_size=8, model=dict(pool_grid=1, embed_grid=0), loss=dict(hog_weight=1.0)),
      r'config.loss.hog_weight=1.0: config.image_size=8: 8 px images hold no 2x2 block'),
     (dict(loss=dict(distill_weight=1.0, distill_hog_cell=4, distill_hog_block=3)) | dict(
-        image_size=8, model=dict(pool_grid=1)), r'config.loss.distill_weight=1.0: config.image_size=8: 8 px images '
+        image_size=8, model=dict(pool_grid=1, embed_grid=0)), r'config.loss.distill_weight=1.0: config.image_size=8: 8 px images '
      r'hold no 3x3 block of 4 px cells'),
     (dict(data=dict(crop=dict(margin=(0.0, 1.0)))), 'config.data.crop.margin must satisfy'),
     (dict(method='npair', data=dict(crop=dict(negatives=-1))),

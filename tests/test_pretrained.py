@@ -109,7 +109,7 @@ def _numpy_forward(t, images):
 def _config(path=''):
   config = npair.get_config('smoke')
   config.model.update(name='resnet18', width=0.125, torchvision=True, cifar_stem=False,
-                      gradient_stem=False, pool_grid=1, init=path)
+                      gradient_stem=False, pool_grid=1, embed_grid=0, init=path)
   return config
 
 

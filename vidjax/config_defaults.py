@@ -38,6 +38,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # bn_per_view: BatchNorm statistics over each view position's B images instead of all B*K.
   # pool_grid: the feature is the last map's mean over each cell of a pool_grid x pool_grid
   # grid, concatenated (1 = global average pooling; 2 keeps where in the crop things are).
+  # embed_grid: the same for the embedding that evaluation, the index and export read
+  # (0 = pool_grid): a finer grid than training pooled reads more of where things are.
   # dtype: of convolutions and matmuls; 'bfloat16' (mixed precision: parameters, optimiser
   # state, BatchNorm statistics and losses stay float32) is the one to use on a GPU or TPU.
   # torchvision: pad as torchvision's ResNet does (symmetrically), which pretrained weights
@@ -48,7 +50,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # gradient_stem=False (models/pretrained.py).
   config.model = dict(name='resnet10', width=0.25, cifar_stem=True, gradient_stem=True,
                       zero_init_residual=True, bn_per_view=False, pool_grid=1,
-                      dtype='float32', torchvision=False, init='')
+                      embed_grid=0, dtype='float32', torchvision=False, init='')
   # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
   config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
                      pred_hidden_dim=0)

@@ -57,7 +57,7 @@ def _pretrained(config, path: str, mesh):
   name, width = pretrained.architecture(tensors, path, '--init')
   config = config.copy_and_resolve_references()
   config.model.update(name=name, width=width, torchvision=True, cifar_stem=False,
-                      gradient_stem=False, pool_grid=1, init='')
+                      gradient_stem=False, pool_grid=1, embed_grid=0, init='')
   models.check_config(config)
   model = models.build_model(config)
   shapes = jax.eval_shape(lambda: model.init(

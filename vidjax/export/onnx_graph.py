@@ -189,7 +189,7 @@ def encoder_graph(model_config, image_size: int, params: dict, stats: dict) -> b
              for b in range(size)]
   for name, stride in zip(blocks, strides):
     x, side = writer.block(x, side, name, bottleneck, stride)
-  grid = model_config.pool_grid
+  grid = model_config.embed_grid or model_config.pool_grid
   cell = side // grid
   pooled = g.op('AveragePool', x, kernel_shape=[cell, cell], strides=[cell, cell])
   pooled = g.op('Transpose', pooled, perm=[0, 2, 3, 1])  # Cells in row order, as grid_pool.

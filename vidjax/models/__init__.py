@@ -32,7 +32,7 @@ def build_model(config) -> SSLModel:
     hog_head = MLP(hidden_dim=_HOG_HIDDEN_DIM, output_dim=hog.hog_size(config.image_size),
                    num_layers=2, dtype=dtype)
   return SSLModel(encoder=encoder, projector=projector, predictor=predictor,
-                  hog_head=hog_head)
+                  hog_head=hog_head, embed_grid=config.model.embed_grid)
 
 
 def check_config(config):
@@ -52,6 +52,11 @@ def check_config(config):
           and side % model.pool_grid == 0,
           f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
           f'the last feature map\'s side, {side} at config.image_size={config.image_size}')
+  require(isinstance(model.embed_grid, int) and model.embed_grid >= 0
+          and (model.embed_grid == 0 or side % model.embed_grid == 0),
+          f'config.model.embed_grid={model.embed_grid!r}: expected 0 (as pool_grid) or a '
+          f'positive integer dividing the last feature map\'s side, {side} at '
+          f'config.image_size={config.image_size}')
   if model.init:
     pretrained.check_config(model, model.init)
   loss = config.loss

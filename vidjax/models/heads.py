@@ -5,6 +5,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from vidjax.models.resnet import grid_pool
+
 # ImageNet channel statistics: the usual input normalisation, also right for natural video.
 # numpy, not jax.numpy: a jax array made at import time would start JAX's backend before
 # jax.distributed.initialize can run in a multi-host job.
@@ -41,16 +43,22 @@ class SSLModel(nn.Module):
   """Images in [0, 1] -> {'feature': encoder output, 'z': projection, 'p': prediction,
   'hog': predicted HOG descriptor}.
 
-  'feature' is what evaluation and retrieval use; 'z'/'p'/'hog' exist only for the training
-  loss ('p' with a predictor, 'hog' with a hog_head).
+  'feature' is what the training loss reads; 'z'/'p'/'hog' exist only for the loss ('p' with
+  a predictor, 'hog' with a hog_head). `embed` is what evaluation, the index and export read:
+  the encoder's last map pooled over an embed_grid x embed_grid grid (0: as the encoder pools
+  'feature').
   """
   encoder: nn.Module
   projector: nn.Module
   predictor: Optional[nn.Module] = None
   hog_head: Optional[nn.Module] = None
+  embed_grid: int = 0
 
   def embed(self, images):
-    return self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=False)
+    images = (images - IMAGENET_MEAN) / IMAGENET_STD
+    if not self.embed_grid:
+      return self.encoder(images, train=False)
+    return grid_pool(self.encoder(images, train=False, pooled=False), self.embed_grid)
 
   def __call__(self, images, train: bool):
     feature = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train)
