@@ -2,7 +2,14 @@
 import os
 import tempfile
 
-import jax
+# One on-disk cache of compiled programs for the session, read by the test processes and the
+# commands they start (it is found through these variables): the smoke configs compile the
+# same steps in dozens of tests, each of which would otherwise compile them anew.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidjax_xla_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
+
+import jax  # noqa: E402  (after the variables above, which JAX reads when imported)
 import pytest
 from absl import flags
 

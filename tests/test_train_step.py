@@ -30,9 +30,8 @@ def _assert_states_close(state4, state1, rtol, atol):
 
 @pytest.mark.parametrize('config_module,bn_per_view,hog_weight,mix_weight',
                          [(simsiam, False, 0.0, 0.0), (npair, False, 0.0, 0.0),
-                          (barlow, False, 0.0, 0.0), (tcn, False, 0.0, 0.0),
-                          (simsiam, True, 1.0, 0.0), (barlow, True, 0.0, 4.0),
-                          (simsiam, True, 0.0, 1.0)])
+                          (tcn, False, 0.0, 0.0), (barlow, True, 0.0, 4.0),
+                          (simsiam, True, 1.0, 1.0)])
 def test_four_devices_equal_one(config_module, bn_per_view, hog_weight, mix_weight):
   assert jax.device_count() == 4
   config = config_module.get_config('smoke')
