@@ -122,6 +122,13 @@ def test_imagefolder_crops_from_real_video(trained_workdir, video_crops):
   assert saved['unreadable_skipped'] == 1 and saved['num_support'] > 30
   # Three very different clips: raw pixels already tell them apart.
   assert saved['fewshot']['5']['mean'] > 0.5
+  # The paired rows: trained minus each encoder, draw by draw on the same support draws.
+  trained = json.loads((trained_workdir / 'eval' / 'trained' / 'metrics.json').read_text())
+  diffs = np.subtract(trained['fewshot']['5']['draws'], saved['fewshot']['5']['draws'])
+  ci95 = 1.96 * np.std(diffs, ddof=1) / np.sqrt(3)
+  assert (f'| pixels | {diffs.mean():+.3f} ± {ci95:.3f} | {int((diffs > 0).sum())} / 3 |'
+          in comparison.splitlines())
+  assert '5-shot, trained minus each encoder on the same support draws' in result.stdout
   assert (trained_workdir / 'eval' / 'training_curves.png').exists()
 
 

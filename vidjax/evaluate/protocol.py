@@ -130,6 +130,25 @@ def table(results) -> str:
   return '\n'.join(lines)
 
 
+def paired_table(results, shots: str = '5') -> str:
+  """The first encoder's few-shot accuracy minus each other's, draw by draw: every encoder
+  is scored on the same support draws (they follow from the seed and the labels), so the
+  per-draw differences, not two overlapping intervals, say which is better. '' without
+  the shots or with a single draw."""
+  first, others = results[0], results[1:]
+  ours = np.asarray(first['fewshot'].get(shots, {}).get('draws', []))
+  if len(ours) < 2:
+    return ''
+  lines = [f"{shots}-shot, {first['init']} minus each encoder on the same support draws "
+           '(paired; ± 95% CI):', '', '| against | difference | draws won |', '|---|---|---|']
+  for r in others:
+    diffs = ours - np.asarray(r['fewshot'][shots]['draws'])
+    ci95 = 1.96 * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+    lines.append(f"| {r['init']} | {diffs.mean():+.3f} ± {ci95:.3f} | "
+                 f'{int((diffs > 0).sum())} / {len(diffs)} |')
+  return '\n'.join(lines)
+
+
 def run(options):
   """The whole command for parsed flags `options`, after JAX joined any multi-host run;
   writes and prints on process 0 only, which holds WORKDIR/eval's writer lock."""
@@ -155,6 +174,8 @@ def run(options):
                                os.path.join(eval_dir, 'training_curves.png'))
       summary = table(results)
       if len(results) > 1:
+        paired = paired_table(results)
+        summary += f'\n\n{paired}' if paired else ''
         atomic.write_text(os.path.join(eval_dir, 'comparison.md'),
                           f'Support: {options.support}, query: {options.query}\n\n{summary}\n')
   except ConfigError as e:
