@@ -64,6 +64,7 @@ class MotionModel(nn.Module):
   encoder: nn.Module
   projector: nn.Module
   hog_size: int
+  embed_grid: int = 0  # SSLModel.embed, which the kNN monitor calls, reads it.
 
   def embed(self, images):
     return self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=False)

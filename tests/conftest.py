@@ -1,11 +1,17 @@
 """Every test sees 4 fake CPU devices, so data-parallel code runs as on a 4-chip host."""
+import atexit
 import os
+import shutil
 import tempfile
 
 # One on-disk cache of compiled programs for the session, read by the test processes and the
 # commands they start (it is found through these variables): the smoke configs compile the
-# same steps in dozens of tests, each of which would otherwise compile them anew.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='vidjax_xla_'))
+# same steps in dozens of tests, each of which would otherwise compile them anew. JAX writes
+# an entry in place, so a command a test SIGKILLs at random must not inherit it
+# (tests/test_faults.py's chaos bench drops it).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vidjax_xla_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 

@@ -37,6 +37,14 @@ def trained_workdir(tmp_path_factory):
   return workdir
 
 
+def test_a_grid_edited_into_config_json_is_one_line(trained_workdir):
+  config = workdir.load_config(str(trained_workdir))
+  config.model.embed_grid = 3  # As if set by hand in config.json: the last map is 4x4.
+  with pytest.raises(ConfigError, match=r'^config.model.embed_grid=3: expected 0 \(as '
+                     r'pool_grid\) or a positive integer dividing the last feature map'):
+    encoders.trained_variables(config, str(trained_workdir), '', parallel.make_mesh())
+
+
 def test_all_four_encoders_on_the_synthetic_world(trained_workdir):
   config = workdir.load_config(str(trained_workdir))
   support = datasets.open_labelled('synthetic', 'support', config, '--support')

@@ -63,3 +63,6 @@ def test_the_embedding_reads_embed_grid_and_the_loss_reads_pool_grid():
   config.model.embed_grid = 3
   with pytest.raises(ConfigError, match=r'config.model.embed_grid=3: expected 0 \(as pool_grid\)'):
     models.check_config(config)
+  config.model.update(pool_grid=3, embed_grid=3)  # Both named in one line.
+  with pytest.raises(ConfigError, match=r'^config.model.pool_grid=3: .*; config.model.embed_grid=3'):
+    models.check_config(config)

@@ -109,7 +109,7 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
       hog_loss = losses.hog_prediction_loss(
           outputs['hog'].reshape(hog_target.shape), hog_target)
     distill_loss = 0.0
-    if config.loss.distill_weight:  # HOG as the teacher of the features evaluation reads.
+    if config.loss.distill_weight:  # HOG as the teacher of the encoder's pooled feature.
       distill_loss = losses.similarity_distillation_loss(
           outputs['feature'].reshape(len(teacher), -1), teacher,
           config.loss.distill_temperature, config.loss.distill_teacher_temperature)
@@ -126,8 +126,8 @@ def train_step(state, batch, rng, *, model, tx, schedule, config):
   metrics = {
       'loss': loss,
       'lr': schedule(state['step']),
-      # Collapse indicator (SimSiam paper, Fig. 2), on the encoder features evaluation uses
-      # (the projection passes through BatchNorm, which hides collapse): -> 0 when collapsed.
+      # Collapse indicator (SimSiam paper, Fig. 2), on the encoder's pooled feature (the
+      # projection passes through BatchNorm, which hides collapse): -> 0 when collapsed.
       'embed_std': jnp.mean(jnp.std(features, axis=0)),
       'grad_norm': optax.global_norm(grads),
   }

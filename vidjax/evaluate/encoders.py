@@ -82,6 +82,7 @@ def network(config, workdir: str, init: str, mesh, checkpoint: str = ''):
     return _pretrained(config, path, mesh)
   if init == 'trained':
     return trained_variables(config, workdir, checkpoint, mesh)
+  models.check_grids(config)
   model, state, _ = step.make_state_and_step(config, mesh)
   return (model, {'params': state['params'], 'batch_stats': state['batch_stats']},
           f'random init (seed {config.seed})')
@@ -110,6 +111,7 @@ def load_encoder(config, workdir: str, init: str, mesh, checkpoint: str = ''):
 def trained_variables(config, workdir: str, checkpoint: str, mesh):
   """(model, {'params', 'batch_stats'}, description) of the run's latest checkpoint or of
   --checkpoint, replicated over `mesh`."""
+  models.check_grids(config)  # A config.json edited by hand is read here unchecked.
   # Restored into the state's shapes alone: initialising it first would compile the
   # model's and optimiser's init, most of a command's start-up on a CPU.
   replicated = parallel.replicated(mesh)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from vidjax.models.heads import IMAGENET_MEAN, IMAGENET_STD
+from vidjax.models.resnet import grid_pool
 
 STEPS = 200
 BATCH = 64
@@ -27,13 +28,19 @@ _PREDICT_BATCH = 256
 
 
 class Classifier(nn.Module):
-  """Images in [0, 1] -> class logits: the encoder's pooled features, one dense layer."""
+  """Images in [0, 1] -> class logits: the encoder's last map pooled as the embedding is
+  (embed_grid; 0 = as the encoder pools), one dense layer."""
   encoder: nn.Module
   num_classes: int
+  embed_grid: int = 0
 
   @nn.compact
   def __call__(self, images, train: bool):
-    features = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train)
+    images = (images - IMAGENET_MEAN) / IMAGENET_STD
+    if self.embed_grid:
+      features = grid_pool(self.encoder(images, train=train, pooled=False), self.embed_grid)
+    else:
+      features = self.encoder(images, train=train)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(features)
 
 
@@ -101,12 +108,14 @@ def _predictions(predict, state, images) -> np.ndarray:
 
 def finetune(encoder: nn.Module, encoder_params, encoder_stats, support_images,
              support_labels, query_images, query_labels, num_classes: int,
-             samples_per_class: int, runs: int, steps: int = STEPS, seed: int = 0) -> dict:
+             samples_per_class: int, runs: int, steps: int = STEPS, seed: int = 0,
+             embed_grid: int = 0) -> dict:
   """{'finetune_top1': mean query top-1, 'finetune': {mean, std, ci95, runs, ...}}.
   support_images / query_images: sliceable uint8 image sets at the model's size (each run
   reads only its drawn support rows); a query label < 0 is not scored; encoder_*: the
-  encoder's Flax variables."""
-  classifier = Classifier(encoder=encoder.clone(parent=None), num_classes=num_classes)
+  encoder's Flax variables; embed_grid: the model's (SSLModel.embed_grid)."""
+  classifier = Classifier(encoder=encoder.clone(parent=None), num_classes=num_classes,
+                          embed_grid=embed_grid)
   tx = _optimizer(steps)
   train_step, predict = _train_fn(classifier, tx), _predict_fn(classifier)
   support_labels, query_labels = np.asarray(support_labels), np.asarray(query_labels)

@@ -75,7 +75,7 @@ def evaluate(init: str, config, workdir: str, support_set, query_set, mesh, opti
           export.ImageRows(query_set, config.image_size), np.where(known, aligned_labels, -1),
           num_classes,
           options.finetune_samples_per_class, options.finetune_runs, options.finetune_steps,
-          config.seed))
+          config.seed, model.embed_grid))
   result['retrieval'] = metrics.retrieval_metrics(support, support_labels, query, query_labels)
   result['separation'] = metrics.separation_metrics(query, query_labels)
   query_contexts = None

@@ -47,16 +47,7 @@ def check_config(config):
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '
           f'(cifar_stem={model.cifar_stem}), which downsamples {factor}x; use >= {factor}')
-  side = -(-config.image_size // factor)  # Each stride-2 stage rounds up ('SAME' padding).
-  require(isinstance(model.pool_grid, int) and model.pool_grid > 0
-          and side % model.pool_grid == 0,
-          f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer dividing '
-          f'the last feature map\'s side, {side} at config.image_size={config.image_size}')
-  require(isinstance(model.embed_grid, int) and model.embed_grid >= 0
-          and (model.embed_grid == 0 or side % model.embed_grid == 0),
-          f'config.model.embed_grid={model.embed_grid!r}: expected 0 (as pool_grid) or a '
-          f'positive integer dividing the last feature map\'s side, {side} at '
-          f'config.image_size={config.image_size}')
+  check_grids(config)
   if model.init:
     pretrained.check_config(model, model.init)
   loss = config.loss
@@ -77,5 +68,24 @@ def check_config(config):
           f'{head.pred_hidden_dim!r}')
 
 
+def check_grids(config):
+  """config.model.pool_grid and embed_grid against the last feature map's side: one
+  ConfigError naming every grid that does not divide it."""
+  model = config.model
+  factor = downsampling(model.name, model.cifar_stem)
+  side = -(-config.image_size // factor)  # Each stride-2 stage rounds up ('SAME' padding).
+  where = f'the last feature map\'s side, {side} at config.image_size={config.image_size}'
+  wrong = []
+  if not (isinstance(model.pool_grid, int) and model.pool_grid > 0
+          and side % model.pool_grid == 0):
+    wrong.append(f'config.model.pool_grid={model.pool_grid!r}: expected a positive integer '
+                 f'dividing {where}')
+  if not (isinstance(model.embed_grid, int) and model.embed_grid >= 0
+          and (model.embed_grid == 0 or side % model.embed_grid == 0)):
+    wrong.append(f'config.model.embed_grid={model.embed_grid!r}: expected 0 (as pool_grid) '
+                 f'or a positive integer dividing {where}')
+  require(not wrong, '; '.join(wrong))
+
+
 __all__ = ['ARCHITECTURES', 'MLP', 'ResNet', 'SSLModel', 'build_model', 'check_config',
-           'downsampling']
+           'check_grids', 'downsampling']
