@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from configs import common  # noqa: E402
+from vidjax import config_defaults  # noqa: E402
 from vidjax.data import augment, motion  # noqa: E402
 from vidjax.data.sources import world  # noqa: E402
 
@@ -48,7 +48,7 @@ def main():
         f'pixels (still objects included), claims {np.mean(claimed):.2f} of the frame, of '
         f'which {np.mean(precise):.2f} is an object; objects fill {np.mean(objects):.2f}')
 
-  crop = ml_collections.ConfigDict(dict(common.base_config().data.crop, negatives=2,
+  crop = ml_collections.ConfigDict(dict(config_defaults.base_config().data.crop, negatives=2,
                                         flip=False))
   rows = []
   rng = np.random.default_rng(0)
