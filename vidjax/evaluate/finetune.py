@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vidjax.models.heads import IMAGENET_MEAN, IMAGENET_STD
-from vidjax.models.resnet import grid_pool
+from vidjax.models.heads import embedding
 
 STEPS = 200
 BATCH = 64
@@ -36,11 +35,7 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool):
-    images = (images - IMAGENET_MEAN) / IMAGENET_STD
-    if self.embed_grid:
-      features = grid_pool(self.encoder(images, train=train, pooled=False), self.embed_grid)
-    else:
-      features = self.encoder(images, train=train)
+    features = embedding(self.encoder, images, self.embed_grid, train)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(features)
 
 

@@ -14,6 +14,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def embedding(encoder: nn.Module, images, grid: int, train: bool):
+  """Images in [0, 1] -> the encoder's last map averaged over each cell of a grid x grid
+  split (0: the encoder's own pool_grid), cells concatenated: what evaluation reads."""
+  last_map = encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train, pooled=False)
+  return grid_pool(last_map, grid or encoder.pool_grid)
+
+
 class MLP(nn.Module):
   """`num_layers` dense layers; BN+ReLU after every hidden one.
 
@@ -55,10 +62,7 @@ class SSLModel(nn.Module):
   embed_grid: int = 0
 
   def embed(self, images):
-    images = (images - IMAGENET_MEAN) / IMAGENET_STD
-    if not self.embed_grid:
-      return self.encoder(images, train=False)
-    return grid_pool(self.encoder(images, train=False, pooled=False), self.embed_grid)
+    return embedding(self.encoder, images, self.embed_grid, train=False)
 
   def __call__(self, images, train: bool):
     feature = self.encoder((images - IMAGENET_MEAN) / IMAGENET_STD, train=train)
