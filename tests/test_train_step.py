@@ -1,4 +1,8 @@
 """The jitted train step: data-parallel over 4 devices equals one device on the same batch."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -193,3 +197,30 @@ def test_steps_per_dispatch_equals_single_steps():
   np.testing.assert_allclose(metrics['loss'], single_metrics['loss'], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                jax.device_get(state['params']), single['params'])
+
+
+_CONV_HLO = """
+import os
+import vidjax, jax, jax.numpy as jnp
+# The default model's first stage at batch 256 (YNNPACK leaves small convolutions to XLA).
+conv = lambda w: jax.lax.conv_general_dilated(jnp.ones((256, 32, 32, 16)), w, (1, 1), 'SAME',
+                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+hlo = jax.jit(jax.grad(lambda w: conv(w).sum())).lower(jnp.ones((3, 3, 16, 16))).compile()
+print(os.environ['XLA_FLAGS'], '__ynn_fusion' in hlo.as_text(), sep='|')
+"""
+
+
+@pytest.mark.parametrize('user_flags',
+                         ['', '--xla_cpu_experimental_ynn_fusion_type=individual_convolution'])
+def test_ynnpack_convolutions_are_off_unless_xla_flags_names_them(user_flags):
+  """README, "Training speed": the YNNPACK convolutions jaxlib 0.10 uses on a CPU double the
+  default model's step here; importing vidjax turns them off, and a user's choice stands."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  if user_flags:
+    env['XLA_FLAGS'] = user_flags
+  flags, ynn = subprocess.run([sys.executable, '-c', _CONV_HLO], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip().split('|')
+  if user_flags:
+    assert flags == user_flags and ynn == 'True'
+  else:
+    assert 'ynn_fusion_type=individual_dot' in flags and ynn == 'False'
