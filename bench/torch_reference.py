@@ -1,8 +1,9 @@
 r"""A PyTorch reference of vidjax's train step (vidjax/step.py), for speed comparisons.
 
-Same model (vidjax/models: ResNet with cifar_stem, width multiplier, zero-init last BN scale
-per block; MLP projector, SimSiam's predictor; ImageNet input normalisation), same heads and
-optimisers as configs/simsiam.py and configs/npair.py, same photometric augmentation on the
+Same model (vidjax/models: ResNet with cifar_stem, the configs' gradient stem
+(--no-gradient_stem: RGB), width multiplier, zero-init last BN scale per block; MLP
+projector, SimSiam's predictor; ImageNet input normalisation), same heads and optimisers as
+configs/simsiam.py and configs/npair.py had (METHODS), same photometric augmentation on the
 device (vidjax/data/augment.py, ported op for op), same losses. PyTorch is not a dependency
 of vidjax: pip install -r bench/requirements.txt.
 
@@ -23,6 +24,9 @@ Differences from vidjax's step, none of which changes the cost: a constant learn
 (vidjax's schedule is one scalar per step), PyTorch's default initialisers, symmetric padding
 of stride-2 convolutions (Flax 'SAME' pads bottom/right only: same shapes and FLOPs), and
 NT-Xent's positive as the other view's index (vidjax's video-id mask, distinct videos).
+One that does: today's configs add HOG as a teacher (targets computed on the device),
+RDM's whitened targets (an SVD) and a 2x2-pooled feature, which vidjax's step pays for and
+this one does not, so the ratio it gives is, if anything, in PyTorch's favour.
 """
 import argparse
 import json
@@ -86,14 +90,47 @@ class Block(nn.Module):
     return F.relu(self.shortcut(x) + self.residual(x))
 
 
-def resnet(name, width, cifar_stem):
+# vidjax/models/resnet.py's gradient stem, NCHW: fixed local histograms of oriented gradients.
+ORIENTATIONS, SMOOTH, NORM_WINDOW, NORM_EPS = 9, 3, 8, 1e-4
+
+
+def _avg_pool_same(x, window):  # Flax's avg_pool with padding='SAME' (zeros counted).
+  before = (window - 1) // 2
+  after = window - 1 - before
+  return F.avg_pool2d(F.pad(x, (before, after, before, after)), window, 1)
+
+
+class OrientedGradients(nn.Module):
+  """[N, C, H, W] normalised images -> [N, 9, H, W], no gradient (vidjax.hog's votes)."""
+
+  @torch.no_grad()
+  def forward(self, x):
+    x = x.float()
+    g_row = F.pad(x[:, :, 2:] - x[:, :, :-2], (0, 0, 1, 1))
+    g_col = F.pad(x[..., 2:] - x[..., :-2], (1, 1))
+    magnitude = torch.hypot(g_row, g_col)
+    strongest = magnitude.argmax(1, keepdim=True)
+    g_row, g_col, magnitude = (t.gather(1, strongest) for t in (g_row, g_col, magnitude))
+    degrees = torch.rad2deg(torch.atan2(g_row, g_col)) % 180.0
+    degrees = torch.where(degrees > 180.0 - 1e-3, degrees - 180.0, degrees)
+    bins = (degrees / (180.0 / ORIENTATIONS)).floor().clamp(0, ORIENTATIONS - 1)
+    votes = magnitude * (bins == torch.arange(ORIENTATIONS, device=x.device).view(1, -1, 1, 1))
+    votes = _avg_pool_same(votes, SMOOTH)
+    energy = _avg_pool_same((votes ** 2).sum(1, keepdim=True), NORM_WINDOW)
+    return votes / torch.sqrt(energy + NORM_EPS)
+
+
+def resnet(name, width, cifar_stem, gradient_stem):
   stage_sizes, bottleneck = ARCHITECTURES[name]
   base = max(8, int(64 * width))
+  cin = ORIENTATIONS if gradient_stem else 3
   if cifar_stem:
-    layers = [conv(3, base, 3), batch_norm(base), nn.ReLU(inplace=True)]
+    layers = [conv(cin, base, 3), batch_norm(base), nn.ReLU(inplace=True)]
   else:
-    layers = [nn.Conv2d(3, base, 7, 2, 3, bias=False), batch_norm(base), nn.ReLU(inplace=True),
-              nn.MaxPool2d(3, 2, 1)]
+    layers = [nn.Conv2d(cin, base, 7, 2, 3, bias=False), batch_norm(base),
+              nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+  if gradient_stem:
+    layers.insert(0, OrientedGradients())
   cin = base
   for stage, num_blocks in enumerate(stage_sizes):
     for b in range(num_blocks):
@@ -117,9 +154,9 @@ def mlp(cin, hidden, out, num_layers, output_norm):
 class SSLModel(nn.Module):
   """Images [N, 3, S, S] in [0, 1] -> (feature, z, p or None), outputs in float32."""
 
-  def __init__(self, model, width, cifar_stem, m):
+  def __init__(self, model, width, cifar_stem, gradient_stem, m):
     super().__init__()
-    self.encoder, dim = resnet(model, width, cifar_stem)
+    self.encoder, dim = resnet(model, width, cifar_stem, gradient_stem)
     self.projector = mlp(dim, m['proj_hidden_dim'], m['proj_dim'], m['proj_layers'],
                          m['output_norm'])
     self.predictor = None
@@ -204,6 +241,8 @@ def main():
   parser.add_argument('--model', default='resnet10', choices=ARCHITECTURES)
   parser.add_argument('--width', type=float, default=0.25)
   parser.add_argument('--cifar_stem', action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument('--gradient_stem', action=argparse.BooleanOptionalAction, default=True,
+                      help='the configs\' gradient stem (model.gradient_stem) before the stem')
   parser.add_argument('--image_size', type=int, default=32)
   parser.add_argument('--batch', type=int, default=256, help='samples; each holds 2 views')
   parser.add_argument('--method', default='simsiam', choices=METHODS)
@@ -234,8 +273,8 @@ def main():
   memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
   m = METHODS[args.method]
   torch.manual_seed(0)
-  model = SSLModel(args.model, args.width, args.cifar_stem, m).to(device,
-                                                                  memory_format=memory_format)
+  model = SSLModel(args.model, args.width, args.cifar_stem, args.gradient_stem, m).to(
+      device, memory_format=memory_format)
   params = list(model.parameters())
   num_params = sum(p.numel() for p in params)
 
@@ -315,7 +354,8 @@ def main():
                              f'grad_norm {grad_norm}')
 
   result = dict(framework='torch', torch=torch.__version__, device=device_name,
-                model=args.model, width=args.width, image_size=size, batch=args.batch,
+                model=args.model, width=args.width, gradient_stem=args.gradient_stem,
+                image_size=size, batch=args.batch,
                 method=args.method, dtype=args.dtype, compiled=compiled,
                 compile_mode=args.compile_mode if compiled else None,
                 channels_last=args.channels_last, augment=args.augment, threads=args.threads,

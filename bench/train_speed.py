@@ -59,11 +59,8 @@ def peak_tflops(device, dtype: str):
   return None
 
 
-def make_config(method: str, setup: str, batch: int, dtype: str, workers: int,
-                rgb_stem: bool = False):
+def make_config(method: str, setup: str, batch: int, dtype: str, workers: int):
   config = (simsiam if method == 'simsiam' else npair).get_config()
-  # bench/torch_reference.py has no gradient stem: compare like with like.
-  config.model.gradient_stem = config.model.gradient_stem and not rgb_stem
   overrides, _, _ = SETUPS[setup]
   overrides = dict(overrides)
   config.image_size = overrides.pop('image_size', config.image_size)
@@ -99,7 +96,7 @@ def stacked(batches: list) -> dict:
 
 
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
-  config = make_config(method, setup, batch, dtype, f.workers, rgb_stem=f.compare)
+  config = make_config(method, setup, batch, dtype, f.workers)
   mesh = parallel.make_mesh()
   k = f.steps_per_dispatch
   _, state, step_fn = step.make_state_and_step(config, mesh, k)
@@ -116,7 +113,8 @@ def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   state, _ = timed_steps(compiled, state, lambda: resident, f.warmup, k)
   state, resident_s = timed_steps(compiled, state, lambda: resident, f.steps, k)
   row = dict(method=method, setup=setup, model=config.model.name, width=config.model.width,
-             image_size=config.image_size, batch=batch, dtype=dtype, steps_per_dispatch=k,
+             gradient_stem=config.model.gradient_stem, image_size=config.image_size,
+             batch=batch, dtype=dtype, steps_per_dispatch=k,
              device=jax.devices()[0].device_kind, devices=jax.device_count(),
              compile_s=round(compile_s, 1), step_ms=round(1000 * resident_s, 2),
              pairs_per_s=round(batch / resident_s, 1), gflops_per_step=round(flops / 1e9, 2),
@@ -146,7 +144,8 @@ def torch_reference(row, f) -> dict:
              f'--model={row["model"]}', f'--width={row["width"]}',
              f'--image_size={row["image_size"]}', f'--batch={row["batch"]}',
              f'--method={row["method"]}', f'--steps={f.steps}', f'--warmup={f.warmup}',
-             f'--dtype={row["dtype"]}', '--json']
+             f'--dtype={row["dtype"]}', '--json',
+             '--gradient_stem' if row['gradient_stem'] else '--no-gradient_stem']
   if row['setup'] == 'resnet50':
     command.append('--no-cifar_stem')
   result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
