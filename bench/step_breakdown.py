@@ -4,8 +4,10 @@ r"""Where the default model's CPU step goes, beside PyTorch's (the README's spee
 
 Times, for SimSiam at batch 256 (the configs' ResNet-10 x0.25, 32 px, float32): the jitted
 train step with and without the on-device augmentation, the model's forward pass alone
-(encoder and projector) over the step's 512 images, and bench/torch_reference.py's step
-with and without its augmentation. Prints one JSON object of milliseconds.
+(encoder and projector) over the step's 512 images, the same forward and backward (BatchNorm
+in training mode, a sum of squares as the loss) with and without the convolution kernels'
+gradients, and bench/torch_reference.py's step (the same gradient stem) with and without its
+augmentation. Prints one JSON object of milliseconds.
 """
 import importlib.util
 import json
@@ -34,6 +36,16 @@ def _train_speed():
   return module
 
 
+def _timed(fn, *args) -> float:
+  """Milliseconds per call of the jitted fn over STEPS calls, after one that compiles."""
+  jax.block_until_ready(fn(*args))
+  started = time.perf_counter()
+  for _ in range(STEPS):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return 1000 * (time.perf_counter() - started) / STEPS
+
+
 def main():
   speed = _train_speed()
   milliseconds = {}
@@ -50,13 +62,24 @@ def main():
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   images = jnp.asarray(np.random.default_rng(0).random((2 * BATCH, 32, 32, 3), np.float32))
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  jax.block_until_ready(forward(variables, images))
-  started = time.perf_counter()
-  for _ in range(STEPS):
-    features = forward(variables, images)
-  jax.block_until_ready(features)
-  milliseconds['vidjax encoder + projector forward, 512 images'] = (
-      1000 * (time.perf_counter() - started) / STEPS)
+  milliseconds['vidjax encoder + projector forward, 512 images'] = _timed(forward, variables,
+                                                                          images)
+  leaves, treedef = jax.tree.flatten(state['params'])
+  is_kernel = [leaf.ndim == 4 for leaf in leaves]
+
+  def loss(kernels, others, x):
+    kernels, others = iter(kernels), iter(others)
+    params = jax.tree.unflatten(treedef, [next(kernels) if k else next(others)
+                                          for k in is_kernel])
+    outputs, _ = model.apply({'params': params, 'batch_stats': state['batch_stats']}, x,
+                             train=True, mutable=['batch_stats'])
+    return sum(jnp.sum(jnp.square(o)) for o in jax.tree.leaves(outputs))
+
+  kernels = [leaf for leaf, k in zip(leaves, is_kernel) if k]
+  others = [leaf for leaf, k in zip(leaves, is_kernel) if not k]
+  for name, argnums in (('every gradient', (0, 1)), ('no kernel gradients', 1)):
+    milliseconds[f'vidjax forward + backward, 512 images, {name}'] = _timed(
+        jax.jit(jax.grad(loss, argnums)), kernels, others, images)
   for augment in ('--augment', '--no-augment'):
     result = subprocess.run(
         [sys.executable, os.path.join(HERE, 'torch_reference.py'), '--model=resnet10',
