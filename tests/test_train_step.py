@@ -60,8 +60,13 @@ def test_four_devices_equal_one(config_module, bn_per_view, hog_weight, mix_weig
   steps1 = _two_steps(config, parallel.make_mesh(jax.devices()[:1]), batch)
   # atol: a loss near 0 (SimSiam's can be) leaves float noise no room under rtol alone;
   # its whitened targets come from an SVD of the batch, 1.5e-7 apart on 4 devices and on 1.
-  for (_, metrics4), (_, metrics1) in zip(steps4, steps1):
-    np.testing.assert_allclose(metrics4['loss'], metrics1['loss'], rtol=1e-5, atol=1e-6)
+  # The second step starts from states that agree only to the first step's tolerance below
+  # (2e-4), and TCN's triplet loss, a hinge on a difference of distances, magnifies that:
+  # its second losses differ by 5e-6 to 1.8e-5 relative, with the XLA:CPU convolution used.
+  (_, first4), (_, second4) = steps4
+  (_, first1), (_, second1) = steps1
+  np.testing.assert_allclose(first4['loss'], first1['loss'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(second4['loss'], second1['loss'], rtol=1e-4, atol=1e-6)
   # atol: a BatchNorm bias's gradient sums over every pixel of the batch; summed over 4
   # devices in another order, a step leaves up to ~4e-5 (N-pair), ~9e-5 (Barlow Twins,
   # whose HOG teacher's weight is 50).
