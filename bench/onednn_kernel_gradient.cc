@@ -11,7 +11,7 @@ using dnnl::memory;
 
 struct Plan {
   dnnl::convolution_backward_weights prim;
-  memory::desc wei_md, hwio_md;
+  memory::desc src_md, diff_dst_md, wei_md, hwio_md;
   bool reorder;
 };
 
@@ -22,9 +22,7 @@ using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int
 static Plan& GetPlan(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t ho, int64_t wo,
                      int64_t co, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb,
                      int64_t pl, int64_t pr) {
-  static std::map<Key, Plan> plans;
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
+  static std::map<Key, Plan> plans;  // Read and filled under WgradImpl's lock.
   auto key = std::make_tuple(n, h, w, ci, ho, wo, co, kh, kw, stride, pt, pb, pl, pr);
   auto it = plans.find(key);
   if (it != plans.end()) return it->second;
@@ -40,8 +38,8 @@ static Plan& GetPlan(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t ho, in
   auto bwd = dnnl::convolution_backward_weights::primitive_desc(
       Engine(), dnnl::algorithm::convolution_direct, src_md, any_md, dst_md, strides, pad_l, pad_r,
       fwd);
-  Plan plan{dnnl::convolution_backward_weights(bwd), bwd.diff_weights_desc(), hwio_md,
-            bwd.diff_weights_desc() != hwio_md};
+  Plan plan{dnnl::convolution_backward_weights(bwd), src_md, dst_md, bwd.diff_weights_desc(),
+            hwio_md, bwd.diff_weights_desc() != hwio_md};
   return plans.emplace(key, plan).first->second;
 }
 
@@ -59,10 +57,8 @@ static ffi::Error WgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
   Plan& plan = GetPlan(n, h, w, ci, ho, wo, co, wd[0], wd[1], stride, pt, pb, pl, pr);
   auto& eng = Engine();
   dnnl::stream stream(eng);
-  memory src(memory::desc({n, ci, h, w}, memory::data_type::f32, memory::format_tag::nhwc), eng,
-             x.typed_data());
-  memory diff_dst(memory::desc({n, co, ho, wo}, memory::data_type::f32, memory::format_tag::nhwc),
-                  eng, g.typed_data());
+  memory src(plan.src_md, eng, x.typed_data());
+  memory diff_dst(plan.diff_dst_md, eng, g.typed_data());
   memory out(plan.hwio_md, eng, dw->typed_data());
   if (plan.reorder) {
     memory tmp(plan.wei_md, eng);

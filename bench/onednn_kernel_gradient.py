@@ -17,6 +17,7 @@ import ctypes
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -35,26 +36,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import train_speed as speed  # noqa: E402
-from vidjax import parallel, step  # noqa: E402
+from vidjax import atomic, parallel, step  # noqa: E402
 
 _TARGET = 'vidjax_conv_kernel_gradient'
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def build_and_register() -> str:
-  """Compiles the handler into a temporary directory and registers it with XLA's CPU client."""
+def build_and_register():
+  """Compiles the handler and registers it with XLA's CPU client (the built library is
+  deleted once loaded: the process keeps it mapped)."""
   prefix = sysconfig.get_config_var('prefix')
   if not os.path.exists(os.path.join(prefix, 'include', 'oneapi', 'dnnl', 'dnnl.hpp')):
     sys.exit(f'oneDNN headers not found under {prefix}/include: pip install '
              'onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0')
-  library = os.path.join(tempfile.mkdtemp(prefix='vidjax_onednn_'), 'kernel_gradient.so')
-  subprocess.run(['g++', '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
-                  f'-I{jax.ffi.include_dir()}', f'-I{prefix}/include',
-                  os.path.join(HERE, 'onednn_kernel_gradient.cc'), f'-L{prefix}/lib', '-ldnnl',
-                  f'-Wl,-rpath,{prefix}/lib', '-o', library], check=True)
-  handler = ctypes.cdll.LoadLibrary(library).ConvKernelGradient
+  if not shutil.which('g++'):
+    sys.exit('g++ not found: this prototype compiles bench/onednn_kernel_gradient.cc '
+             '(apt-get install -y g++)')
+  with tempfile.TemporaryDirectory(prefix='vidjax_onednn_') as build_dir:
+    library = os.path.join(build_dir, 'kernel_gradient.so')
+    subprocess.run(['g++', '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+                    f'-I{jax.ffi.include_dir()}', f'-I{prefix}/include',
+                    os.path.join(HERE, 'onednn_kernel_gradient.cc'), f'-L{prefix}/lib',
+                    '-ldnnl', f'-Wl,-rpath,{prefix}/lib', '-o', library], check=True)
+    handler = ctypes.cdll.LoadLibrary(library).ConvKernelGradient
   jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform='cpu')
-  return library
 
 
 def kernel_gradient(x, g, kernel_shape, stride, pads):
@@ -173,9 +178,7 @@ def main():
     print(method, json.dumps(times), flush=True)
   print(json.dumps(result))
   if args.out:
-    with open(args.out + '.tmp', 'w') as f:
-      json.dump(result, f, indent=1)
-    os.replace(args.out + '.tmp', args.out)
+    atomic.write_json(args.out, result)
 
 
 if __name__ == '__main__':
