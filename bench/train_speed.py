@@ -25,6 +25,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 
@@ -95,6 +96,18 @@ def stacked(batches: list) -> dict:
   return jax.tree.map(lambda *rows: np.stack(rows), *batches)
 
 
+def step_flops(config, mesh, k: int, state, batch) -> float:
+  """XLA's count of one step's floating-point operations, on the step with XLA's own
+  convolutions: it does not look inside oneDNN's (models/onednn.py), the same arithmetic."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.convolutions = 'xla'
+  _, _, step_fn = step.make_state_and_step(config, mesh, k)
+  cost = step_fn.lower(state, batch, jax.random.PRNGKey(0) if k == 1 else
+                       jax.random.split(jax.random.PRNGKey(0), k)).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return (float(cost.get('flops', 0.0)) if cost else 0.0) / k  # Of the whole scanned call.
+
+
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   config = make_config(method, setup, batch, dtype, f.workers)
   mesh = parallel.make_mesh()
@@ -107,9 +120,7 @@ def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   compiled = step_fn.lower(state, resident, jax.random.PRNGKey(0) if k == 1 else
                            jax.random.split(jax.random.PRNGKey(0), k)).compile()
   compile_s = time.perf_counter() - started
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  flops = (float(cost.get('flops', 0.0)) if cost else 0.0) / k  # Of the whole scanned call.
+  flops = step_flops(config, mesh, k, state, resident)
   state, _ = timed_steps(compiled, state, lambda: resident, f.warmup, k)
   state, resident_s = timed_steps(compiled, state, lambda: resident, f.steps, k)
   row = dict(method=method, setup=setup, model=config.model.name, width=config.model.width,

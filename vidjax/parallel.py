@@ -8,6 +8,8 @@ processes (vidjax/multihost.py) the mesh holds every process's devices, each pro
 only the rows of a global batch that its own devices hold, and `gather` brings a sharded
 result back to every process.
 """
+import functools
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -28,6 +30,16 @@ def batch_sharding(mesh) -> NamedSharding:
 
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def traced_in(mesh, fn):
+  """fn, traced with `mesh` as the context mesh, so that what it calls can split work over
+  the mesh's axes by name (models/onednn.py's shard_map)."""
+  @functools.wraps(fn)
+  def in_mesh(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return in_mesh
 
 
 def local_rows(mesh, global_rows: int) -> np.ndarray:

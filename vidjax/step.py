@@ -170,7 +170,7 @@ def make_state_and_step(config, mesh, steps_per_dispatch: int = 1):
   else:
     step, batch_sharding = (functools.partial(train_steps, **options),
                             parallel.stacked_batch_sharding)
-  step_fn = jax.jit(step, in_shardings=(replicated, batch_sharding(mesh), replicated),
+  step_fn = jax.jit(parallel.traced_in(mesh, step), in_shardings=(replicated, batch_sharding(mesh), replicated),
                     out_shardings=(replicated, replicated), donate_argnums=(0,))
   return model, state, step_fn
 

@@ -6,9 +6,10 @@ choice for images of 32-96 px; `torchvision` pads as torchvision's ResNet does
 weights trained there need (models/pretrained.py; the input is ImageNet-normalised by
 SSLModel either way); `gradient_stem` first turns the image into local histograms of
 oriented gradients (fixed, see `oriented_gradients`); `width` multiplies every stage's
-channel count. `dtype` is the computation dtype (bfloat16 for mixed precision):
-parameters stay float32, BatchNorm statistics are reduced in float32 (Flax's default),
-and the pooled features are float32.
+channel count; with `onednn_convolutions` training on a CPU computes the convolutions
+and their gradients with oneDNN (models/onednn.py). `dtype` is the computation dtype
+(bfloat16 for mixed precision): parameters stay float32, BatchNorm statistics are reduced
+in float32 (Flax's default), and the pooled features are float32.
 """
 import functools
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax import hog
+from vidjax.models import onednn
 
 ORIENTATIONS = 9
 SMOOTH = 3  # Pixels over which the orientation votes are averaged, like a small HOG cell.
@@ -56,11 +58,13 @@ class BasicBlock(nn.Module):
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
   torchvision: bool = False
+  conv_general_dilated: Any = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             padding=_padding(self.torchvision, 3))
+                             padding=_padding(self.torchvision, 3),
+                             conv_general_dilated=self.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(x)))
@@ -76,11 +80,13 @@ class BottleneckBlock(nn.Module):
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
   torchvision: bool = False
+  conv_general_dilated: Any = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             padding=_padding(self.torchvision, 3))
+                             padding=_padding(self.torchvision, 3),
+                             conv_general_dilated=self.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     y = nn.relu(norm()(conv(self.filters, (1, 1), padding='VALID')(x)))
@@ -113,10 +119,13 @@ class ResNet(nn.Module):
   pool_grid: int = 1
   dtype: Any = jnp.float32
   torchvision: bool = False
+  onednn_convolutions: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool, pooled: bool = True):
     base = max(8, int(64 * self.width))
+    conv_fn = (onednn.conv_general_dilated if train and self.onednn_convolutions
+               else jax.lax.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     stem_dtype = self.dtype
@@ -126,11 +135,12 @@ class ResNet(nn.Module):
       # differences the gradient lives on; one float32 convolution is cheap.
       stem_dtype = jnp.float32
     if self.cifar_stem:
-      x = nn.Conv(base, (3, 3), use_bias=False, dtype=stem_dtype, name='stem_conv')(x)
+      x = nn.Conv(base, (3, 3), use_bias=False, dtype=stem_dtype, name='stem_conv',
+                  conv_general_dilated=conv_fn)(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
       x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=stem_dtype, name='stem_conv')(x)
+                  dtype=stem_dtype, name='stem_conv', conv_general_dilated=conv_fn)(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=_padding(self.torchvision, 3))
     block = BottleneckBlock if self.bottleneck else BasicBlock
@@ -138,7 +148,7 @@ class ResNet(nn.Module):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype,
-                  self.torchvision)(x, train)
+                  self.torchvision, conv_fn)(x, train)
     x = x.astype(jnp.float32)
     return grid_pool(x, self.pool_grid) if pooled else x
 

@@ -1,0 +1,146 @@
+"""Training's convolutions by oneDNN (vidjax/models/onednn.py): XLA's values and gradients,
+on one device and split over four, and XLA's own convolutions wherever the handlers cannot
+be built."""
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import simsiam
+from vidjax import parallel, step
+from vidjax.errors import ConfigError
+from vidjax.models import build_model, check_config, onednn
+
+
+@pytest.fixture(scope='module')
+def handler():
+  """The handlers, registered; CI installs g++ and the oneDNN wheels, so there they must
+  build."""
+  reason = onednn.unavailable_reason()
+  if reason:
+    if os.environ.get('CI'):
+      pytest.fail(f'the oneDNN handlers did not build: {reason}')
+    pytest.skip(reason)
+
+
+def _outputs_and_grads(conv_fn, x, features, size, stride, padding, mesh):
+  conv = nn.Conv(features, (size, size), stride, padding=padding, use_bias=False,
+                 dtype=x.dtype, conv_general_dilated=conv_fn)
+  params = conv.init(jax.random.PRNGKey(0), x)
+
+  def outputs_and_grads(params, x):
+    loss = lambda params, x: jnp.sum(jnp.sin(conv.apply(params, x).astype(jnp.float32)))
+    return conv.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)
+
+  fn = jax.jit(parallel.traced_in(mesh, outputs_and_grads),
+               in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
+  return fn, (params, jax.device_put(x, parallel.batch_sharding(mesh)))
+
+
+@pytest.mark.parametrize('devices', [1, 4])
+@pytest.mark.parametrize('size,stride,padding,features,dtype',
+                         [(3, 1, 'SAME', 16, 'float32'), (3, 2, 'SAME', 32, 'float32'),
+                          (1, 2, 'VALID', 32, 'float32'), (7, 2, [(3, 3), (3, 3)], 8, 'float32'),
+                          (3, 1, [(1, 1), (1, 1)], 16, 'bfloat16')])
+def test_convolution_and_gradients_equal_xla(handler, devices, size, stride, padding,
+                                              features, dtype):
+  """Strides, paddings (Flax's one-sided SAME at stride 2, torchvision's symmetric), 1x1 and
+  7x7 kernels, bfloat16; the batch whole or split over 4 devices (oneDNN calls on each
+  device's rows, kernel gradients summed: no device gathers the batch)."""
+  mesh = parallel.make_mesh(jax.devices()[:devices])
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 16, 12, 16)), dtype)
+  xla_fn, args = _outputs_and_grads(jax.lax.conv_general_dilated, x, features, size, stride,
+                                    padding, mesh)
+  onednn_fn, _ = _outputs_and_grads(onednn.conv_general_dilated, x, features, size, stride,
+                                    padding, mesh)
+  hlo = onednn_fn.lower(*args).compile().as_text()
+  for target in ('forward', 'input_gradient', 'kernel_gradient'):
+    assert f'custom_call_target="vidjax_conv_{target}"' in hlo, target
+  assert 'all-gather' not in hlo
+  tolerance = 1e-5 if dtype == 'float32' else 1e-2
+  for xla, ours in zip(jax.tree.leaves(xla_fn(*args)), jax.tree.leaves(onednn_fn(*args))):
+    assert ours.dtype == xla.dtype and ours.shape == xla.shape
+    scale = float(jnp.max(jnp.abs(xla.astype(jnp.float32))))
+    assert float(jnp.max(jnp.abs((ours - xla).astype(jnp.float32)))) <= tolerance * scale
+
+
+def test_dilated_and_grouped_convolutions_stay_xla(handler):
+  x = jnp.ones((2, 16, 16, 4))
+  hlo = lambda kernel, **options: jax.jit(lambda x: onednn.conv_general_dilated(
+      x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      **options)).lower(x).as_text()
+  assert 'vidjax_conv_forward' in hlo(jnp.ones((3, 3, 4, 4)))
+  assert 'vidjax_conv' not in hlo(jnp.ones((3, 3, 4, 4)), rhs_dilation=(2, 2))
+  assert 'vidjax_conv' not in hlo(jnp.ones((3, 3, 2, 4)), feature_group_count=2)
+
+
+def test_train_step_equals_xla_on_four_devices(handler):
+  """The default model's step (smoke width) with convolutions='onednn' gives the state the
+  same step gives with XLA's convolutions, over a batch split on 4 devices."""
+  config = simsiam.get_config('smoke')
+  config.optim.warmup_steps = 0
+  # Step functions of the pixel after the colour jitter: see test_train_step.py.
+  config.data.photometric.update(solarize_prob=0.0, jitter_prob=0.0)
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  batch = parallel.to_global(
+      {'views': rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8),
+       'video_id': np.arange(16, dtype=np.int32), 'frame_idx': np.zeros((16, 2), np.int32),
+       'dt': np.zeros((16, 2), np.int32)}, mesh)
+  states = {}
+  for convolutions in ('xla', 'onednn'):
+    config.model.convolutions = convolutions
+    _, state, step_fn = step.make_state_and_step(config, mesh)
+    hlo = step_fn.lower(state, batch, jax.random.PRNGKey(1)).as_text()
+    assert ('vidjax_conv_kernel_gradient' in hlo) == (convolutions == 'onednn')
+    states[convolutions], metrics = jax.device_get(
+        step_fn(state, batch, jax.random.PRNGKey(1)))
+    assert np.isfinite(metrics['loss'])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               states['onednn']['params'], states['xla']['params'])
+  # Evaluation's forward pass (train=False) stays plain XLA convolutions.
+  model = build_model(config)
+  text = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+      {'params': states['onednn']['params'], 'batch_stats': states['onednn']['batch_stats']},
+      np.zeros((2, 32, 32, 3), np.float32)).as_text()
+  assert 'vidjax_conv' not in text
+
+
+_WITHOUT_COMPILER = """
+import jax, jax.numpy as jnp
+from vidjax.models import onednn
+print(onednn.unavailable_reason())
+x, k = jnp.ones((2, 16, 16, 4)), jnp.ones((3, 3, 4, 4))
+grad = jax.grad(lambda k: onednn.conv_general_dilated(
+    x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum())
+print(float(grad(k).sum()))
+"""
+
+
+def test_without_a_compiler_the_gradient_stays_xla(tmp_path):
+  """No g++ (PATH without it, an empty cache): one warning naming what is missing, and the
+  convolution and its gradient are still computed, by XLA."""
+  env = dict(os.environ, PATH=str(tmp_path), VIDJAX_CACHE=str(tmp_path / 'cache'),
+             PYTHONPATH=os.getcwd())
+  env.pop('CXX', None)
+  result = subprocess.run([sys.executable, '-c', _WITHOUT_COMPILER], env=env,
+                          capture_output=True, text=True, check=True)
+  reason, total = result.stdout.strip().splitlines()
+  if 'oneDNN headers' not in reason:  # Without the wheels, that is what is missing first.
+    assert reason == 'g++ not found (apt-get install g++)'
+  assert result.stderr.count("Convolutions stay XLA's") == 1
+  # Each tap of the 3x3 kernel sees 16x16 ones less the rows/columns it shifts into padding,
+  # over 2 images and 4x4 channel pairs.
+  assert float(total) == 2 * 16 * (16 * 16 + 4 * 16 * 15 + 4 * 15 * 15)
+
+
+def test_unknown_convolutions_is_a_config_error():
+  config = simsiam.get_config('smoke')
+  config.model.convolutions = 'mkl'
+  with pytest.raises(ConfigError, match='config.model.convolutions'):
+    check_config(config)

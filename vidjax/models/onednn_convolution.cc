@@ -1,0 +1,138 @@
+// A float32 NHWC convolution with an HWIO kernel by oneDNN, as three XLA FFI handlers:
+// the forward pass, the input gradient and the kernel gradient. vidjax/models/onednn.py
+// compiles this on first use and gives it to the ResNet's convolutions.
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <tuple>
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Dims = ffi::Span<const int64_t>;
+
+static dnnl::engine& Engine() { static dnnl::engine e(dnnl::engine::kind::cpu, 0); return e; }
+
+// One oneDNN call at a time: XLA may run two thunks at once, each call already uses every
+// core through OpenMP, and two calls at once hung now and then. Also guards the plan caches.
+static std::mutex& Lock() { static std::mutex mu; return mu; }
+
+struct Shape {  // Of one convolution: input [n, h, w, ci], output [n, ho, wo, co].
+  int64_t n, h, w, ci, ho, wo, co, kh, kw, stride, pt, pb, pl, pr;
+  auto Key() const { return std::make_tuple(n, h, w, ci, ho, wo, co, kh, kw, stride, pt, pb, pl, pr); }
+  memory::desc Src() const { return {{n, ci, h, w}, memory::data_type::f32, memory::format_tag::nhwc}; }
+  memory::desc Dst() const { return {{n, co, ho, wo}, memory::data_type::f32, memory::format_tag::nhwc}; }
+  memory::desc Hwio() const { return {{co, ci, kh, kw}, memory::data_type::f32, memory::format_tag::hwio}; }
+  memory::desc AnyWeights() const { return {{co, ci, kh, kw}, memory::data_type::f32, memory::format_tag::any}; }
+  dnnl::convolution_forward::primitive_desc Forward() const {
+    return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+            Src(), AnyWeights(), Dst(), {stride, stride}, {pt, pl}, {pb, pr}};
+  }
+};
+
+static Shape MakeShape(Dims x, Dims y, Dims k, int64_t stride, int64_t pt, int64_t pb,
+                       int64_t pl, int64_t pr) {
+  return {x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], stride, pt, pb, pl, pr};
+}
+
+// Runs `prim` with the kernel `hwio` (read, or written when `write_weights`) in the
+// primitive's preferred layout `weights_md`, reordering through a temporary when they differ.
+static void Run(dnnl::primitive& prim, const memory::desc& weights_md, const Shape& s,
+                void* hwio, int weights_arg, bool write_weights,
+                std::unordered_map<int, memory> args) {
+  auto& eng = Engine();
+  dnnl::stream stream(eng);
+  memory user(s.Hwio(), eng, hwio);
+  if (weights_md == s.Hwio()) {
+    args[weights_arg] = user;
+    prim.execute(stream, args);
+  } else {
+    memory tmp(weights_md, eng);
+    if (!write_weights) dnnl::reorder(user, tmp).execute(stream, user, tmp);
+    args[weights_arg] = tmp;
+    prim.execute(stream, args);
+    if (write_weights) dnnl::reorder(tmp, user).execute(stream, tmp, user);
+  }
+  stream.wait();
+}
+
+template <typename Prim>
+struct Plan { Prim prim; memory::desc weights_md; };
+
+static ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                          ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt,
+                          int64_t pb, int64_t pl, int64_t pr) {
+  Shape s = MakeShape(x.dimensions(), y->dimensions(), k.dimensions(), stride, pt, pb, pl, pr);
+  std::lock_guard<std::mutex> lock(Lock());
+  static std::map<decltype(s.Key()), Plan<dnnl::convolution_forward>> plans;
+  auto it = plans.find(s.Key());
+  if (it == plans.end()) {
+    auto pd = s.Forward();
+    it = plans.emplace(s.Key(), Plan<dnnl::convolution_forward>{
+        dnnl::convolution_forward(pd), pd.weights_desc()}).first;
+  }
+  auto& eng = Engine();
+  Run(it->second.prim, it->second.weights_md, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+      {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
+       {DNNL_ARG_DST, memory(s.Dst(), eng, y->typed_data())}});
+  return ffi::Error::Success();
+}
+
+static ffi::Error InputGradient(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> k,
+                                ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t pt,
+                                int64_t pb, int64_t pl, int64_t pr) {
+  Shape s = MakeShape(dx->dimensions(), g.dimensions(), k.dimensions(), stride, pt, pb, pl, pr);
+  std::lock_guard<std::mutex> lock(Lock());
+  static std::map<decltype(s.Key()), Plan<dnnl::convolution_backward_data>> plans;
+  auto it = plans.find(s.Key());
+  if (it == plans.end()) {
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
+        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward());
+    it = plans.emplace(s.Key(), Plan<dnnl::convolution_backward_data>{
+        dnnl::convolution_backward_data(pd), pd.weights_desc()}).first;
+  }
+  auto& eng = Engine();
+  Run(it->second.prim, it->second.weights_md, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+      {{DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())},
+       {DNNL_ARG_DIFF_SRC, memory(s.Src(), eng, dx->typed_data())}});
+  return ffi::Error::Success();
+}
+
+static ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                                 ffi::ResultBuffer<ffi::F32> dk, int64_t stride, int64_t pt,
+                                 int64_t pb, int64_t pl, int64_t pr) {
+  Shape s = MakeShape(x.dimensions(), g.dimensions(), dk->dimensions(), stride, pt, pb, pl, pr);
+  std::lock_guard<std::mutex> lock(Lock());
+  static std::map<decltype(s.Key()), Plan<dnnl::convolution_backward_weights>> plans;
+  auto it = plans.find(s.Key());
+  if (it == plans.end()) {
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
+        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward());
+    it = plans.emplace(s.Key(), Plan<dnnl::convolution_backward_weights>{
+        dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()}).first;
+  }
+  auto& eng = Engine();
+  Run(it->second.prim, it->second.weights_md, s, dk->typed_data(), DNNL_ARG_DIFF_WEIGHTS, true,
+      {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
+       {DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())}});
+  return ffi::Error::Success();
+}
+
+#define CONVOLUTION_HANDLER(name, impl)                                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                      \
+                                ffi::Ffi::Bind()                                 \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                \
+                                    .Ret<ffi::Buffer<ffi::F32>>()                \
+                                    .Attr<int64_t>("stride")                     \
+                                    .Attr<int64_t>("pad_top")                    \
+                                    .Attr<int64_t>("pad_bottom")                 \
+                                    .Attr<int64_t>("pad_left")                   \
+                                    .Attr<int64_t>("pad_right"));
+
+CONVOLUTION_HANDLER(ConvForward, Forward)
+CONVOLUTION_HANDLER(ConvInputGradient, InputGradient)
+CONVOLUTION_HANDLER(ConvKernelGradient, KernelGradient)
