@@ -69,6 +69,23 @@ def test_convolution_and_gradients_equal_xla(handler, devices, size, stride, pad
     assert float(jnp.max(jnp.abs((ours - xla).astype(jnp.float32)))) <= tolerance * scale
 
 
+@pytest.mark.parametrize('size,stride', [(1, 1), (2, 2), (4, 2)])
+def test_tiny_maps_on_four_devices(handler, size, stride):
+  """A ResNet-18's last stages at 32 px (1-4 px maps, 64 channels): oneDNN's im2col
+  kernel gradients, whose scratchpad once overflowed when one device's thread ran a
+  primitive another's had created."""
+  mesh = parallel.make_mesh()
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(32, size, size, 64)), jnp.float32)
+  xla_fn, args = _outputs_and_grads(jax.lax.conv_general_dilated, x, 64, 3, stride,
+                                    [(1, 1), (1, 1)], mesh)
+  onednn_fn, _ = _outputs_and_grads(onednn.conv_general_dilated, x, 64, 3, stride,
+                                    [(1, 1), (1, 1)], mesh)
+  expected = jax.tree.leaves(xla_fn(*args))
+  for _ in range(3):
+    for xla, ours in zip(expected, jax.tree.leaves(onednn_fn(*args))):
+      np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4 * float(np.abs(xla).max()))
+
+
 def test_dilated_and_grouped_convolutions_stay_xla(handler):
   x = jnp.ones((2, 16, 16, 4))
   hlo = lambda kernel, **options: jax.jit(lambda x: onednn.conv_general_dilated(

@@ -14,6 +14,15 @@ using Dims = ffi::Span<const int64_t>;
 
 static dnnl::engine& Engine() { static dnnl::engine e(dnnl::engine::kind::cpu, 0); return e; }
 
+// Each primitive gets its own scratchpad. With oneDNN's default (the library's, shared per
+// thread), a kernel gradient over 1-2 px maps, created on one device's thread and run on
+// another's, crashed in its im2col (tests/test_onednn.py, tiny maps on 4 devices).
+static dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
 // One oneDNN call at a time: XLA may run two thunks at once, each call already uses every
 // core through OpenMP, and two calls at once hung now and then. Also guards the plan caches.
 static std::mutex& Lock() { static std::mutex mu; return mu; }
@@ -27,7 +36,7 @@ struct Shape {  // Of one convolution: input [n, h, w, ci], output [n, ho, wo, c
   memory::desc AnyWeights() const { return {{co, ci, kh, kw}, memory::data_type::f32, memory::format_tag::any}; }
   dnnl::convolution_forward::primitive_desc Forward() const {
     return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-            Src(), AnyWeights(), Dst(), {stride, stride}, {pt, pl}, {pb, pr}};
+            Src(), AnyWeights(), Dst(), {stride, stride}, {pt, pl}, {pb, pr}, UserScratchpad()};
   }
 };
 
@@ -36,13 +45,28 @@ static Shape MakeShape(Dims x, Dims y, Dims k, int64_t stride, int64_t pt, int64
   return {x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], stride, pt, pb, pl, pr};
 }
 
-// Runs `prim` with the kernel `hwio` (read, or written when `write_weights`) in the
-// primitive's preferred layout `weights_md`, reordering through a temporary when they differ.
-static void Run(dnnl::primitive& prim, const memory::desc& weights_md, const Shape& s,
-                void* hwio, int weights_arg, bool write_weights,
-                std::unordered_map<int, memory> args) {
+template <typename Prim>
+struct Plan {
+  Prim prim;
+  memory::desc weights_md;
+  memory scratchpad;
+};
+
+template <typename Prim, typename PrimitiveDesc>
+static Plan<Prim> MakePlan(const PrimitiveDesc& pd, const memory::desc& weights_md) {
+  return {Prim(pd), weights_md, memory(pd.scratchpad_desc(), Engine())};
+}
+
+// Runs `plan` with the kernel `hwio` (read, or written when `write_weights`) in the
+// primitive's preferred layout, reordering through a temporary when they differ.
+template <typename Prim>
+static void Run(Plan<Prim>& plan, const Shape& s, void* hwio, int weights_arg,
+                bool write_weights, std::unordered_map<int, memory> args) {
   auto& eng = Engine();
   dnnl::stream stream(eng);
+  auto& prim = plan.prim;
+  const auto& weights_md = plan.weights_md;
+  args[DNNL_ARG_SCRATCHPAD] = plan.scratchpad;
   memory user(s.Hwio(), eng, hwio);
   if (weights_md == s.Hwio()) {
     args[weights_arg] = user;
@@ -57,9 +81,6 @@ static void Run(dnnl::primitive& prim, const memory::desc& weights_md, const Sha
   stream.wait();
 }
 
-template <typename Prim>
-struct Plan { Prim prim; memory::desc weights_md; };
-
 static ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                           ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt,
                           int64_t pb, int64_t pl, int64_t pr) {
@@ -69,11 +90,11 @@ static ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   auto it = plans.find(s.Key());
   if (it == plans.end()) {
     auto pd = s.Forward();
-    it = plans.emplace(s.Key(), Plan<dnnl::convolution_forward>{
-        dnnl::convolution_forward(pd), pd.weights_desc()}).first;
+    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_forward>(pd, pd.weights_desc()))
+             .first;
   }
   auto& eng = Engine();
-  Run(it->second.prim, it->second.weights_md, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+  Run(it->second, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
       {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
        {DNNL_ARG_DST, memory(s.Dst(), eng, y->typed_data())}});
   return ffi::Error::Success();
@@ -89,12 +110,12 @@ static ffi::Error InputGradient(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> k
   if (it == plans.end()) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(
         Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
-        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward());
-    it = plans.emplace(s.Key(), Plan<dnnl::convolution_backward_data>{
-        dnnl::convolution_backward_data(pd), pd.weights_desc()}).first;
+        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward(), UserScratchpad());
+    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_backward_data>(
+                                    pd, pd.weights_desc())).first;
   }
   auto& eng = Engine();
-  Run(it->second.prim, it->second.weights_md, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+  Run(it->second, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
       {{DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())},
        {DNNL_ARG_DIFF_SRC, memory(s.Src(), eng, dx->typed_data())}});
   return ffi::Error::Success();
@@ -110,12 +131,12 @@ static ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
   if (it == plans.end()) {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
         Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
-        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward());
-    it = plans.emplace(s.Key(), Plan<dnnl::convolution_backward_weights>{
-        dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()}).first;
+        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward(), UserScratchpad());
+    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_backward_weights>(
+                                    pd, pd.diff_weights_desc())).first;
   }
   auto& eng = Engine();
-  Run(it->second.prim, it->second.weights_md, s, dk->typed_data(), DNNL_ARG_DIFF_WEIGHTS, true,
+  Run(it->second, s, dk->typed_data(), DNNL_ARG_DIFF_WEIGHTS, true,
       {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
        {DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())}});
   return ffi::Error::Success();
