@@ -110,6 +110,7 @@ def step_flops(config, mesh, k: int, state, batch) -> float:
 
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   config = make_config(method, setup, batch, dtype, f.workers)
+  config.model.convolutions = f.convolutions
   mesh = parallel.make_mesh()
   k = f.steps_per_dispatch
   _, state, step_fn = step.make_state_and_step(config, mesh, k)
@@ -220,6 +221,8 @@ if __name__ == '__main__':
   flags.DEFINE_list('setups', list(SETUPS), f'Any of {", ".join(SETUPS)}.')
   flags.DEFINE_list('methods', ['simsiam', 'npair'], 'simsiam and/or npair.')
   flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'config.model.dtype.')
+  flags.DEFINE_enum('convolutions', 'onednn', ['onednn', 'xla'],
+                    'config.model.convolutions (oneDNN\'s are used on a CPU only).')
   flags.DEFINE_integer('batch', 0, 'Batch for every setup (0: the setup\'s own).')
   flags.DEFINE_integer('steps', 20, 'Timed steps.')
   flags.DEFINE_integer('warmup', 3, 'Steps run before timing.')

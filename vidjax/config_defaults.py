@@ -49,12 +49,12 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # random); it needs name and width to match, torchvision=True, cifar_stem=False and
   # gradient_stem=False (models/pretrained.py).
   # convolutions: 'onednn' has training on a CPU compute the convolutions and their
-  # gradients with oneDNN (models/onednn.py: the same values to float rounding, in less
-  # time), 'xla' leaves them to XLA.
+  # gradients with oneDNN (models/onednn.py: the same values to float rounding; the default
+  # model's step 1.4-1.7x as fast, a toy model's slower), 'xla' leaves them to XLA.
   config.model = dict(name='resnet10', width=0.25, cifar_stem=True, gradient_stem=True,
                       zero_init_residual=True, bn_per_view=False, pool_grid=1,
                       embed_grid=0, dtype='float32', torchvision=False, init='',
-                      convolutions='onednn')
+                      convolutions='xla')
   # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
   config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
                      pred_hidden_dim=0)
@@ -153,9 +153,6 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 3
     config.checkpoint_every = 3
     config.model.width = 0.125
-    # At 8 channels and a few images a device, oneDNN's per-call cost outweighs it: the
-    # smoke step on 4 fake devices took 172 ms with its convolutions, 107 with XLA's.
-    config.model.convolutions = 'xla'
     config.head.proj_dim = config.head.proj_hidden_dim = 32
     config.optim.warmup_steps = 2
     config.synthetic.num_videos = 64

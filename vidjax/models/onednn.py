@@ -4,8 +4,9 @@ XLA:CPU computes a convolution's kernel gradient over batch-minor copies of the 
 and the output gradient, then multiplies matrices only 16-32 channels wide, well under the
 cores' rate, and a strided convolution's input gradient over a spread-out copy of the
 output gradient; oneDNN, which PyTorch's CPU convolutions use, reads NHWC as it is.
-Training's convolutions, forward and both gradients, go to it (README, "Training speed",
-has the step's times; docs/experiments.md, "Convolutions by oneDNN", each one's).
+With config.model.convolutions='onednn', training's convolutions, forward and both
+gradients, go to it (README, "Training speed", has the step's times; docs/experiments.md,
+"Convolutions by oneDNN in training", each one's).
 
 `conv_general_dilated` is lax.conv_general_dilated's signature for nn.Conv. The handlers
 (onednn_convolution.cc) are compiled with g++ against the oneDNN wheels requirements.txt
