@@ -366,8 +366,9 @@ def test_a_damaged_checkpoint_names_its_step_and_resumes_earlier_only_when_asked
 def test_the_chaos_bench_runs_and_counts(tmp_path):
   """bench/chaos.py, scaled down (one kill per job): it runs, and nothing is lost."""
   out = tmp_path / 'chaos.json'
-  # Its kills land at random moments, so maybe inside a compilation-cache write (conftest).
-  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  # A compilation cache of its own: a kill inside a write leaves a truncated entry, which JAX
+  # reads as a miss (and recompiles), so it cannot reach the suite's other tests (conftest).
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'xla_cache'))
   done = subprocess.run([sys.executable, 'bench/chaos.py', '--kills=1', '--train_steps=40',
                          '--videos=4', '--fps=2', f'--out={out}'], cwd=REPO, capture_output=True,
                         text=True, check=False, env=env)
