@@ -1,15 +1,15 @@
 r"""Where the default model's CPU step goes, beside PyTorch's (the README's speed section).
 
   python bench/step_breakdown.py            # needs bench/requirements.txt (PyTorch)
-  python bench/step_breakdown.py --convolutions=onednn     # training's default on a CPU
+  python bench/step_breakdown.py --cpu_kernels=native     # training's default on a CPU
 
 Times, for SimSiam at batch 256 (the configs' ResNet-10 x0.25, 32 px, float32): the jitted
 train step with and without the on-device augmentation, the model's forward pass alone
 (encoder and projector) over the step's 512 images, the same forward and backward (BatchNorm
 in training mode, a sum of squares as the loss) with and without the convolution kernels'
 gradients, and bench/torch_reference.py's step (the same gradient stem) with and without its
-augmentation. vidjax's convolutions are XLA's unless --convolutions=onednn
-(config.model.convolutions). Prints one JSON object of milliseconds.
+augmentation. vidjax's kernels are all XLA's unless --cpu_kernels=native
+(config.model.cpu_kernels). Prints one JSON object of milliseconds.
 """
 import argparse
 import importlib.util
@@ -51,14 +51,14 @@ def _timed(fn, *args) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--convolutions', default='xla', choices=('xla', 'onednn'))
+  parser.add_argument('--cpu_kernels', default='xla', choices=('xla', 'native'))
   args = parser.parse_args()
   speed = _train_speed()
   milliseconds = {}
   for augment in (True, False):
     config = speed.make_config('simsiam', 'default', BATCH, 'float32', 0)
     config.data.photometric.on_device = augment
-    config.model.convolutions = args.convolutions
+    config.model.cpu_kernels = args.cpu_kernels
     mesh = parallel.make_mesh()
     model, state, step_fn = step.make_state_and_step(config, mesh)
     batch = parallel.to_global(speed.random_batch(config, np.random.default_rng(0)), mesh)

@@ -100,7 +100,7 @@ def step_flops(config, mesh, k: int, state, batch) -> float:
   """XLA's count of one step's floating-point operations, on the step with XLA's own
   convolutions: it does not look inside oneDNN's (models/onednn.py), the same arithmetic."""
   config = ml_collections.ConfigDict(config.to_dict())
-  config.model.convolutions = 'xla'
+  config.model.cpu_kernels = 'xla'
   _, _, step_fn = step.make_state_and_step(config, mesh, k)
   cost = step_fn.lower(state, batch, jax.random.PRNGKey(0) if k == 1 else
                        jax.random.split(jax.random.PRNGKey(0), k)).compile().cost_analysis()
@@ -110,7 +110,7 @@ def step_flops(config, mesh, k: int, state, batch) -> float:
 
 def measure(method: str, setup: str, batch: int, dtype: str, f) -> dict:
   config = make_config(method, setup, batch, dtype, f.workers)
-  config.model.convolutions = f.convolutions
+  config.model.cpu_kernels = f.cpu_kernels
   mesh = parallel.make_mesh()
   k = f.steps_per_dispatch
   _, state, step_fn = step.make_state_and_step(config, mesh, k)
@@ -221,8 +221,8 @@ if __name__ == '__main__':
   flags.DEFINE_list('setups', list(SETUPS), f'Any of {", ".join(SETUPS)}.')
   flags.DEFINE_list('methods', ['simsiam', 'npair'], 'simsiam and/or npair.')
   flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'config.model.dtype.')
-  flags.DEFINE_enum('convolutions', 'onednn', ['onednn', 'xla'],
-                    'config.model.convolutions (oneDNN\'s are used on a CPU only).')
+  flags.DEFINE_enum('cpu_kernels', 'native', ['native', 'xla'],
+                    'config.model.cpu_kernels (native ones are used on a CPU only).')
   flags.DEFINE_integer('batch', 0, 'Batch for every setup (0: the setup\'s own).')
   flags.DEFINE_integer('steps', 20, 'Timed steps.')
   flags.DEFINE_integer('warmup', 3, 'Steps run before timing.')

@@ -48,13 +48,14 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # new run's encoder starts from (its BatchNorm statistics too; the projector starts
   # random); it needs name and width to match, torchvision=True, cifar_stem=False and
   # gradient_stem=False (models/pretrained.py).
-  # convolutions: 'onednn' has training on a CPU compute the convolutions and their
-  # gradients with oneDNN (models/onednn.py: the same values to float rounding; the default
-  # model's step 1.4-1.7x as fast, a toy model's slower), 'xla' leaves them to XLA.
+  # cpu_kernels: 'native' has training on a CPU compute each convolution large enough to
+  # pay, and its gradients, with oneDNN (models/onednn.py), and BatchNorm's sums in C++
+  # (models/batch_norm.py): the same values to float rounding, compiled with g++ on first
+  # use; 'xla' leaves everything to XLA.
   config.model = dict(name='resnet10', width=0.25, cifar_stem=True, gradient_stem=True,
                       zero_init_residual=True, bn_per_view=False, pool_grid=1,
                       embed_grid=0, dtype='float32', torchvision=False, init='',
-                      convolutions='xla')
+                      cpu_kernels='native')
   # Projector (and SimSiam's predictor when pred_hidden_dim > 0).
   config.head = dict(proj_dim=256, proj_hidden_dim=256, proj_layers=2, proj_output_norm=False,
                      pred_hidden_dim=0)

@@ -20,7 +20,7 @@ def build_model(config) -> SSLModel:
                    zero_init_residual=config.model.zero_init_residual,
                    pool_grid=config.model.pool_grid, dtype=dtype,
                    torchvision=config.model.torchvision,
-                   onednn_convolutions=config.model.convolutions == 'onednn')
+                   native_kernels=config.model.cpu_kernels == 'native')
   head = config.head
   projector = MLP(hidden_dim=head.proj_hidden_dim, output_dim=head.proj_dim,
                   num_layers=head.proj_layers, output_norm=head.proj_output_norm, dtype=dtype)
@@ -44,8 +44,8 @@ def check_config(config):
   require(model.width > 0, f'config.model.width must be > 0, got {model.width}')
   require(model.dtype in DTYPES, f'config.model.dtype: unknown {model.dtype!r}; expected one '
           f'of {", ".join(DTYPES)}')
-  require(model.convolutions in ('onednn', 'xla'), 'config.model.convolutions: unknown '
-          f'{model.convolutions!r}; expected onednn or xla')
+  require(model.cpu_kernels in ('native', 'xla'), 'config.model.cpu_kernels: unknown '
+          f'{model.cpu_kernels!r}; expected native or xla')
   factor = downsampling(model.name, model.cifar_stem)
   require(config.image_size >= factor,
           f'config.image_size={config.image_size} is too small for {model.name} '

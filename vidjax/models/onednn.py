@@ -16,6 +16,7 @@ not x86-64 Linux), or off the CPU, the convolutions stay XLA's; one warning says
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -32,22 +33,29 @@ from jax.sharding import PartitionSpec as P
 from vidjax import parallel
 from vidjax.data.sources import cache
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_convolution.cc')
+# Below this many multiply-adds per device (of the forward pass) a convolution stays XLA's:
+# a oneDNN call's fixed cost (its OpenMP team; calls take turns) outweighs what it saves
+# (bench/native_kernels.py --layers; docs/experiments.md, "When the native kernels pay").
+MIN_CONVOLUTION_MACS = 20_000_000
+
+_SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+            for name in ('onednn_convolution.cc', 'channel_sums.cc')]
 # XLA's name of each handler -> its symbol in the built library.
 _TARGETS = {'vidjax_conv_forward': 'ConvForward',
             'vidjax_conv_input_gradient': 'ConvInputGradient',
-            'vidjax_conv_kernel_gradient': 'ConvKernelGradient'}
+            'vidjax_conv_kernel_gradient': 'ConvKernelGradient',
+            'vidjax_channel_sums': 'ChannelSumsHandler'}
 
 
 def _build(include: str, lib: str) -> str:
   """The path of the compiled handler, built now unless the cache holds it."""
-  with open(_SOURCE, 'rb') as f:
-    source = f.read()
-  with open(os.path.join(include, 'oneapi', 'dnnl', 'dnnl_version.h'), 'rb') as f:
-    version = f.read()
-  key = hashlib.sha1(b'\0'.join([source, version, jax.__version__.encode(),
-                                 lib.encode()])).hexdigest()[:16]
-  library = os.path.join(cache.CACHE_DIR, 'onednn', f'convolution_{key}.so')
+  contents = []
+  for path in _SOURCES + [os.path.join(include, 'oneapi', 'dnnl', 'dnnl_version.h')]:
+    with open(path, 'rb') as f:
+      contents.append(f.read())
+  key = hashlib.sha1(b'\0'.join(contents + [jax.__version__.encode(),
+                                            lib.encode()])).hexdigest()[:16]
+  library = os.path.join(cache.CACHE_DIR, 'onednn', f'kernels_{key}.so')
   if os.path.exists(library):
     return library
   compiler = shutil.which(os.environ.get('CXX', 'g++'))
@@ -57,12 +65,12 @@ def _build(include: str, lib: str) -> str:
   tmp = f'{library}.{os.getpid()}.tmp'
   try:
     result = subprocess.run(
-        [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
-         f'-I{jax.ffi.include_dir()}', f'-I{include}', _SOURCE, f'-L{lib}', '-ldnnl',
+        [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
+         f'-I{jax.ffi.include_dir()}', f'-I{include}', *_SOURCES, f'-L{lib}', '-ldnnl',
          f'-Wl,-rpath,{lib}', '-o', tmp], capture_output=True, text=True)
     if result.returncode:
       last = (result.stderr.strip().splitlines() or ['no output'])[-1]
-      raise OSError(f'{compiler} failed on {_SOURCE}: {last}')
+      raise OSError(f'{compiler} failed on {" ".join(_SOURCES)}: {last}')
     os.replace(tmp, library)  # Other processes building it at once each rename a whole file.
   finally:
     if os.path.exists(tmp):
@@ -111,15 +119,22 @@ def _output_shape(x_shape, kernel_shape, stride, pads):
           (x_shape[2] + left + right - kernel_shape[1]) // stride + 1, kernel_shape[3])
 
 
-def _over_batch(fn, batched: tuple, replicated: tuple, summed: bool):
+def devices_over_batch(batch: int) -> int:
+  """Over how many devices `over_batch` splits a batch of this many rows."""
+  mesh, axis = jax.sharding.get_abstract_mesh(), parallel.DATA_AXIS
+  if mesh.empty or axis not in mesh.axis_names or batch % mesh.shape[axis]:
+    return 1
+  return mesh.shape[axis]
+
+
+def over_batch(fn, batched: tuple, replicated: tuple, summed: bool):
   """fn(*batched, *replicated), batched being batch-first arrays, which an FFI call keeps
   XLA's partitioner from splitting: it would gather a batch sharded over the mesh onto
   every device. Under a context mesh whose 'data' axis divides the batch, each device calls
   fn on its rows, and the results are concatenated, or `summed` (a kernel gradient)."""
-  mesh, axis = jax.sharding.get_abstract_mesh(), parallel.DATA_AXIS
-  if (mesh.empty or axis not in mesh.axis_names or mesh.shape[axis] == 1
-      or batched[0].shape[0] % mesh.shape[axis]):
+  if devices_over_batch(batched[0].shape[0]) == 1:
     return fn(*batched, *replicated)
+  mesh, axis = jax.sharding.get_abstract_mesh(), parallel.DATA_AXIS
   body = (lambda *args: lax.psum(fn(*args), axis)) if summed else fn
   return jax.shard_map(body, mesh=mesh,
                        in_specs=(P(axis),) * len(batched) + (P(),) * len(replicated),
@@ -128,21 +143,21 @@ def _over_batch(fn, batched: tuple, replicated: tuple, summed: bool):
 
 def forward(x, kernel, stride, pads):
   """The NHWC convolution of x by the HWIO kernel, by oneDNN, float32."""
-  return _over_batch(lambda x, kernel: _call(
+  return over_batch(lambda x, kernel: _call(
       'vidjax_conv_forward', _output_shape(x.shape, kernel.shape, stride, pads), x, kernel,
       stride, pads), (x,), (kernel,), summed=False)
 
 
 def input_gradient(g, kernel, x_shape, stride, pads):
   """dL/dx of the convolution, from its output gradient g, by oneDNN, float32."""
-  return _over_batch(lambda g, kernel: _call(
+  return over_batch(lambda g, kernel: _call(
       'vidjax_conv_input_gradient', (g.shape[0],) + tuple(x_shape[1:]), g, kernel, stride,
       pads), (g,), (kernel,), summed=False)
 
 
 def kernel_gradient(x, g, kernel_shape, stride, pads):
   """dL/dkernel of the convolution of x, from its output gradient g, by oneDNN, float32."""
-  return _over_batch(lambda x, g: _call('vidjax_conv_kernel_gradient', kernel_shape, x, g,
+  return over_batch(lambda x, g: _call('vidjax_conv_kernel_gradient', kernel_shape, x, g,
                                         stride, pads), (x, g), (), summed=True)
 
 
@@ -166,17 +181,23 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None):
+                         precision=None, min_multiply_adds=None):
   """lax.conv_general_dilated, for nn.Conv (NHWC, HWIO): on the CPU, a convolution with
-  square strides, no dilation and one group is computed by oneDNN, and so are its
-  gradients."""
+  square strides, no dilation and one group, of at least `min_multiply_adds` per device
+  (default MIN_CONVOLUTION_MACS), is computed by oneDNN, and so are its gradients."""
   strides = tuple(window_strides)
   if (lhs.ndim == 4 and strides[0] == strides[1] and feature_group_count == 1
       and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
-      and jax.default_backend() == 'cpu' and not unavailable_reason()):
+      and jax.default_backend() == 'cpu'):
     pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
             if isinstance(padding, str) else padding)
-    return _conv(lhs, rhs, strides[0], tuple(tuple(int(v) for v in p) for p in pads))
+    pads = tuple(tuple(int(v) for v in p) for p in pads)
+    out_shape = _output_shape(lhs.shape, rhs.shape, strides[0], pads)
+    multiply_adds = (math.prod(out_shape) * math.prod(rhs.shape[:3])
+                     // devices_over_batch(lhs.shape[0]))
+    if (multiply_adds >= (MIN_CONVOLUTION_MACS if min_multiply_adds is None else
+                          min_multiply_adds) and not unavailable_reason()):
+      return _conv(lhs, rhs, strides[0], pads)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                   rhs_dilation, dimension_numbers, feature_group_count,
                                   precision=precision)

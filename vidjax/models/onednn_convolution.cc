@@ -2,9 +2,11 @@
 // the forward pass, the input gradient and the kernel gradient. vidjax/models/onednn.py
 // compiles this on first use and gives it to the ResNet's convolutions.
 #include <map>
+#include <string>
 #include <mutex>
 #include <unordered_map>
 #include <tuple>
+#include <type_traits>
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -25,7 +27,7 @@ static dnnl::primitive_attr UserScratchpad() {
 
 // One oneDNN call at a time: XLA may run two thunks at once, each call already uses every
 // core through OpenMP, and two calls at once hung now and then. Also guards the plan caches.
-static std::mutex& Lock() { static std::mutex mu; return mu; }
+std::mutex& OneCallAtATime() { static std::mutex mu; return mu; }
 
 struct Shape {  // Of one convolution: input [n, h, w, ci], output [n, ho, wo, co].
   int64_t n, h, w, ci, ho, wo, co, kh, kw, stride, pt, pb, pl, pr;
@@ -45,101 +47,92 @@ static Shape MakeShape(Dims x, Dims y, Dims k, int64_t stride, int64_t pt, int64
   return {x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], stride, pt, pb, pl, pr};
 }
 
+// The primitive of kind Prim (forward, input gradient, kernel gradient) for shape `s`.
 template <typename Prim>
-struct Plan {
+static typename Prim::primitive_desc Describe(const Shape& s) {
+  if constexpr (std::is_same_v<Prim, dnnl::convolution_forward>) {
+    return s.Forward();
+  } else {
+    return {Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
+            {s.stride, s.stride}, {s.pt, s.pl}, {s.pb, s.pr}, s.Forward(), UserScratchpad()};
+  }
+}
+
+template <typename Prim>
+struct Plan {  // A primitive built once per shape, its kernel layout and its scratchpad.
   Prim prim;
   memory::desc weights_md;
   memory scratchpad;
 };
 
-template <typename Prim, typename PrimitiveDesc>
-static Plan<Prim> MakePlan(const PrimitiveDesc& pd, const memory::desc& weights_md) {
-  return {Prim(pd), weights_md, memory(pd.scratchpad_desc(), Engine())};
-}
-
-// Runs `plan` with the kernel `hwio` (read, or written when `write_weights`) in the
-// primitive's preferred layout, reordering through a temporary when they differ.
+// Runs the primitive of kind Prim for shape `s` on `args`, with the kernel `hwio` as
+// argument `weights_arg` (read, or written when `write_weights`), reordered through a
+// temporary when the primitive prefers another layout. A shape oneDNN rejects fails the
+// call with its message instead of ending the process.
 template <typename Prim>
-static void Run(Plan<Prim>& plan, const Shape& s, void* hwio, int weights_arg,
-                bool write_weights, std::unordered_map<int, memory> args) {
-  auto& eng = Engine();
-  dnnl::stream stream(eng);
-  auto& prim = plan.prim;
-  const auto& weights_md = plan.weights_md;
-  args[DNNL_ARG_SCRATCHPAD] = plan.scratchpad;
-  memory user(s.Hwio(), eng, hwio);
-  if (weights_md == s.Hwio()) {
-    args[weights_arg] = user;
-    prim.execute(stream, args);
-  } else {
-    memory tmp(weights_md, eng);
-    if (!write_weights) dnnl::reorder(user, tmp).execute(stream, user, tmp);
-    args[weights_arg] = tmp;
-    prim.execute(stream, args);
-    if (write_weights) dnnl::reorder(tmp, user).execute(stream, tmp, user);
+static ffi::Error Convolve(const Shape& s, void* hwio, int weights_arg, bool write_weights,
+                           std::unordered_map<int, void*> buffers) {
+  try {
+    std::lock_guard<std::mutex> lock(OneCallAtATime());
+    static std::map<decltype(s.Key()), Plan<Prim>> plans;
+    auto it = plans.find(s.Key());
+    if (it == plans.end()) {
+      auto pd = Describe<Prim>(s);
+      Plan<Prim> plan{Prim(pd), pd.query_md(dnnl::query::exec_arg_md, weights_arg),
+                      memory(pd.scratchpad_desc(), Engine())};
+      it = plans.emplace(s.Key(), std::move(plan)).first;
+    }
+    auto& eng = Engine();
+    dnnl::stream stream(eng);
+    Plan<Prim>& plan = it->second;
+    std::unordered_map<int, memory> args{{DNNL_ARG_SCRATCHPAD, plan.scratchpad}};
+    for (auto& [arg, data] : buffers) {
+      bool is_src = arg == DNNL_ARG_SRC || arg == DNNL_ARG_DIFF_SRC;
+      args[arg] = memory(is_src ? s.Src() : s.Dst(), eng, data);
+    }
+    memory user(s.Hwio(), eng, hwio);
+    if (plan.weights_md == s.Hwio()) {
+      args[weights_arg] = user;
+      plan.prim.execute(stream, args);
+    } else {
+      memory tmp(plan.weights_md, eng);
+      if (!write_weights) dnnl::reorder(user, tmp).execute(stream, user, tmp);
+      args[weights_arg] = tmp;
+      plan.prim.execute(stream, args);
+      if (write_weights) dnnl::reorder(tmp, user).execute(stream, tmp, user);
+    }
+    stream.wait();
+    return ffi::Error::Success();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
   }
-  stream.wait();
 }
 
 static ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                           ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt,
                           int64_t pb, int64_t pl, int64_t pr) {
   Shape s = MakeShape(x.dimensions(), y->dimensions(), k.dimensions(), stride, pt, pb, pl, pr);
-  std::lock_guard<std::mutex> lock(Lock());
-  static std::map<decltype(s.Key()), Plan<dnnl::convolution_forward>> plans;
-  auto it = plans.find(s.Key());
-  if (it == plans.end()) {
-    auto pd = s.Forward();
-    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_forward>(pd, pd.weights_desc()))
-             .first;
-  }
-  auto& eng = Engine();
-  Run(it->second, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
-      {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
-       {DNNL_ARG_DST, memory(s.Dst(), eng, y->typed_data())}});
-  return ffi::Error::Success();
+  return Convolve<dnnl::convolution_forward>(
+      s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+      {{DNNL_ARG_SRC, x.typed_data()}, {DNNL_ARG_DST, y->typed_data()}});
 }
 
 static ffi::Error InputGradient(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> k,
                                 ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t pt,
                                 int64_t pb, int64_t pl, int64_t pr) {
   Shape s = MakeShape(dx->dimensions(), g.dimensions(), k.dimensions(), stride, pt, pb, pl, pr);
-  std::lock_guard<std::mutex> lock(Lock());
-  static std::map<decltype(s.Key()), Plan<dnnl::convolution_backward_data>> plans;
-  auto it = plans.find(s.Key());
-  if (it == plans.end()) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
-        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward(), UserScratchpad());
-    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_backward_data>(
-                                    pd, pd.weights_desc())).first;
-  }
-  auto& eng = Engine();
-  Run(it->second, s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
-      {{DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())},
-       {DNNL_ARG_DIFF_SRC, memory(s.Src(), eng, dx->typed_data())}});
-  return ffi::Error::Success();
+  return Convolve<dnnl::convolution_backward_data>(
+      s, k.typed_data(), DNNL_ARG_WEIGHTS, false,
+      {{DNNL_ARG_DIFF_DST, g.typed_data()}, {DNNL_ARG_DIFF_SRC, dx->typed_data()}});
 }
 
 static ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
                                  ffi::ResultBuffer<ffi::F32> dk, int64_t stride, int64_t pt,
                                  int64_t pb, int64_t pl, int64_t pr) {
   Shape s = MakeShape(x.dimensions(), g.dimensions(), dk->dimensions(), stride, pt, pb, pl, pr);
-  std::lock_guard<std::mutex> lock(Lock());
-  static std::map<decltype(s.Key()), Plan<dnnl::convolution_backward_weights>> plans;
-  auto it = plans.find(s.Key());
-  if (it == plans.end()) {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, s.Src(), s.AnyWeights(), s.Dst(),
-        {stride, stride}, {pt, pl}, {pb, pr}, s.Forward(), UserScratchpad());
-    it = plans.emplace(s.Key(), MakePlan<dnnl::convolution_backward_weights>(
-                                    pd, pd.diff_weights_desc())).first;
-  }
-  auto& eng = Engine();
-  Run(it->second, s, dk->typed_data(), DNNL_ARG_DIFF_WEIGHTS, true,
-      {{DNNL_ARG_SRC, memory(s.Src(), eng, x.typed_data())},
-       {DNNL_ARG_DIFF_DST, memory(s.Dst(), eng, g.typed_data())}});
-  return ffi::Error::Success();
+  return Convolve<dnnl::convolution_backward_weights>(
+      s, dk->typed_data(), DNNL_ARG_DIFF_WEIGHTS, true,
+      {{DNNL_ARG_SRC, x.typed_data()}, {DNNL_ARG_DIFF_DST, g.typed_data()}});
 }
 
 #define CONVOLUTION_HANDLER(name, impl)                                          \

@@ -6,8 +6,9 @@ choice for images of 32-96 px; `torchvision` pads as torchvision's ResNet does
 weights trained there need (models/pretrained.py; the input is ImageNet-normalised by
 SSLModel either way); `gradient_stem` first turns the image into local histograms of
 oriented gradients (fixed, see `oriented_gradients`); `width` multiplies every stage's
-channel count; with `onednn_convolutions` training on a CPU computes the convolutions
-and their gradients with oneDNN (models/onednn.py). `dtype` is the computation dtype
+channel count; with `native_kernels` training on a CPU computes the convolutions and their
+gradients with oneDNN (models/onednn.py) and BatchNorm's sums in C++ (models/batch_norm.py)
+where a layer is large enough for that to pay. `dtype` is the computation dtype
 (bfloat16 for mixed precision): parameters stay float32, BatchNorm statistics are reduced
 in float32 (Flax's default), and the pooled features are float32.
 """
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vidjax import hog
-from vidjax.models import onednn
+from vidjax.models import batch_norm, onednn
 
 ORIENTATIONS = 9
 SMOOTH = 3  # Pixels over which the orientation votes are averaged, like a small HOG cell.
@@ -52,21 +53,30 @@ def _padding(torchvision: bool, kernel: int):
   return [((kernel - 1) // 2,) * 2] * 2 if torchvision else 'SAME'
 
 
+def _conv_and_norm(native_kernels: bool, train: bool, dtype):
+  """nn.Conv (no bias) and nn.BatchNorm, or in training with native kernels the same
+  layers whose convolutions are oneDNN's and whose BatchNorm sums are C++."""
+  native = native_kernels and train
+  conv = functools.partial(
+      nn.Conv, use_bias=False, dtype=dtype,
+      conv_general_dilated=onednn.conv_general_dilated if native else jax.lax.conv_general_dilated)
+  norm = functools.partial(batch_norm.BatchNorm if native else nn.BatchNorm,
+                           use_running_average=not train, momentum=0.9, dtype=dtype)
+  return conv, norm
+
+
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
   torchvision: bool = False
-  conv_general_dilated: Any = jax.lax.conv_general_dilated
+  native_kernels: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             padding=_padding(self.torchvision, 3),
-                             conv_general_dilated=self.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.native_kernels, train, self.dtype)
+    conv = functools.partial(conv, padding=_padding(self.torchvision, 3))
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(x)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(conv(self.filters, (3, 3))(y))
     if x.shape != y.shape:
@@ -80,15 +90,12 @@ class BottleneckBlock(nn.Module):
   zero_init_residual: bool = True
   dtype: Any = jnp.float32
   torchvision: bool = False
-  conv_general_dilated: Any = jax.lax.conv_general_dilated
+  native_kernels: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             padding=_padding(self.torchvision, 3),
-                             conv_general_dilated=self.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.native_kernels, train, self.dtype)
+    conv = functools.partial(conv, padding=_padding(self.torchvision, 3))
     y = nn.relu(norm()(conv(self.filters, (1, 1), padding='VALID')(x)))
     y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
     y = norm(scale_init=_last_scale_init(self.zero_init_residual))(
@@ -119,15 +126,12 @@ class ResNet(nn.Module):
   pool_grid: int = 1
   dtype: Any = jnp.float32
   torchvision: bool = False
-  onednn_convolutions: bool = False
+  native_kernels: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool, pooled: bool = True):
     base = max(8, int(64 * self.width))
-    conv_fn = (onednn.conv_general_dilated if train and self.onednn_convolutions
-               else jax.lax.conv_general_dilated)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             dtype=self.dtype)
+    conv, norm = _conv_and_norm(self.native_kernels, train, self.dtype)
     stem_dtype = self.dtype
     if self.gradient_stem:
       x = oriented_gradients(x)
@@ -135,12 +139,11 @@ class ResNet(nn.Module):
       # differences the gradient lives on; one float32 convolution is cheap.
       stem_dtype = jnp.float32
     if self.cifar_stem:
-      x = nn.Conv(base, (3, 3), use_bias=False, dtype=stem_dtype, name='stem_conv',
-                  conv_general_dilated=conv_fn)(x)
+      x = conv(base, (3, 3), dtype=stem_dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
-      x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=stem_dtype, name='stem_conv', conv_general_dilated=conv_fn)(x)
+      x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], dtype=stem_dtype,
+               name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=_padding(self.torchvision, 3))
     block = BottleneckBlock if self.bottleneck else BasicBlock
@@ -148,7 +151,7 @@ class ResNet(nn.Module):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block(base * 2**stage, strides, self.zero_init_residual, self.dtype,
-                  self.torchvision, conv_fn)(x, train)
+                  self.torchvision, self.native_kernels)(x, train)
     x = x.astype(jnp.float32)
     return grid_pool(x, self.pool_grid) if pooled else x
 
