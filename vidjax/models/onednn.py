@@ -4,14 +4,15 @@ XLA:CPU computes a convolution's kernel gradient over batch-minor copies of the 
 and the output gradient, then multiplies matrices only 16-32 channels wide, well under the
 cores' rate, and a strided convolution's input gradient over a spread-out copy of the
 output gradient; oneDNN, which PyTorch's CPU convolutions use, reads NHWC as it is.
-With config.model.convolutions='onednn', training's convolutions, forward and both
-gradients, go to it (README, "Training speed", has the step's times; docs/experiments.md,
-"Convolutions by oneDNN in training", each one's).
+With config.model.cpu_kernels='native' (the default), training's convolutions large enough
+to pay, forward and both gradients, go to it (README, "Training speed", has the step's
+times; docs/experiments.md, "Convolutions by oneDNN in training", each one's).
 
 `conv_general_dilated` is lax.conv_general_dilated's signature for nn.Conv. The handlers
-(onednn_convolution.cc) are compiled with g++ against the oneDNN wheels requirements.txt
-installs, once, into $VIDJAX_CACHE/onednn/. Where that cannot happen (no g++, no oneDNN,
-not x86-64 Linux), or off the CPU, the convolutions stay XLA's; one warning says why.
+(onednn_convolution.cc, and batch_norm.py's channel_sums.cc) are compiled into one library
+with g++ against the oneDNN wheels requirements.txt installs, once, into
+$VIDJAX_CACHE/onednn/. Where that cannot happen (no g++, no oneDNN, not x86-64 Linux), or
+off the CPU, the convolutions and BatchNorms stay XLA's; one warning says why.
 """
 import ctypes
 import functools
