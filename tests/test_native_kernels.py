@@ -232,7 +232,7 @@ def test_without_a_compiler_the_gradient_stays_xla(tmp_path):
   reason, total = result.stdout.strip().splitlines()
   if 'oneDNN headers' not in reason:  # Without the wheels, that is what is missing first.
     assert reason == 'g++ not found (apt-get install g++)'
-  assert result.stderr.count("Convolutions stay XLA's") == 1
+  assert result.stderr.count("Convolutions and BatchNorms stay XLA's") == 1
   # Each tap of the 3x3 kernel sees 16x16 ones less the rows/columns it shifts into padding,
   # over 2 images and 4x4 channel pairs.
   assert float(total) == 2 * 16 * (16 * 16 + 4 * 16 * 15 + 4 * 15 * 15)

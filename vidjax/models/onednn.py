@@ -103,7 +103,8 @@ def unavailable_reason() -> str:
     except OSError as error:
       reason = str(error)
   if reason:
-    logging.warning('Convolutions stay XLA\'s (train steps slower on a CPU): %s', reason)
+    logging.warning('Convolutions and BatchNorms stay XLA\'s (train steps slower on a CPU): %s',
+                    reason)
   return reason
 
 
