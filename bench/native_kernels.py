@@ -4,10 +4,10 @@ r"""Training's native CPU kernels against XLA's: the step alternating, and layer
   python bench/native_kernels.py --layers --out=bench/results/native_kernel_layers_2026-12-07.json
 
 The first compiles the default configs' step (batch 256; `--setup` and `--batch` pick
-another of bench/train_speed.py's setups) with config.model.cpu_kernels 'xla' and 'native' (oneDNN's convolutions and
-C++ BatchNorm sums, vidjax/models/onednn.py and batch_norm.py) and times them in turns in
-one process, so that the host's drift of the moment (docs/experiments.md, "The CPU step")
-falls on both. The second times each of the default model's convolution and BatchNorm
+another of bench/train_speed.py's setups) with config.model.cpu_kernels 'xla' and
+'native' (oneDNN's convolutions and C++ BatchNorm sums, vidjax/models/onednn.py and
+batch_norm.py) and times them in turns in one process, so that the host's drift of the
+moment (docs/experiments.md, "The CPU step") falls on both. The second times each of the default model's convolution and BatchNorm
 shapes, forward and backward, at several batch sizes, each kernel forced on (the size rule
 off): where the native one starts to pay is what onednn.MIN_CONVOLUTION_MACS and
 batch_norm.MIN_ELEMENTS say. Prints and writes one JSON object of milliseconds.
